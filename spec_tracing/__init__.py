@@ -1,0 +1,43 @@
+"""spec-tracing: OpenTelemetry spans and metrics for the stages of speculative decoding.
+
+Switch it on with `spec_tracing.enable()` (or SPEC_TRACING_ENABLED=1 under
+opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages with `@trace_stage` or `set_time_batch`.
+"""
+
+from .hooks import instrument_method, trace_stage, uninstrument_method
+from .hotpath import (
+    get_global_tracing_enabled,
+    get_trace_level,
+    record_batch_stage,
+    set_spec_verify_end_time_batch,
+    set_time_batch,
+    set_trace_level,
+)
+from .provider import enable, flush, shutdown, stats
+from .settings import ConfigError, Settings
+from .stages import RequestStage, StageConfig, register_stage
+from .timestats import ReqTimeStats
+from .version import __version__
+
+__all__ = [
+    "ConfigError",
+    "ReqTimeStats",
+    "RequestStage",
+    "Settings",
+    "StageConfig",
+    "__version__",
+    "enable",
+    "flush",
+    "get_global_tracing_enabled",
+    "get_trace_level",
+    "instrument_method",
+    "record_batch_stage",
+    "register_stage",
+    "set_spec_verify_end_time_batch",
+    "set_time_batch",
+    "set_trace_level",
+    "shutdown",
+    "stats",
+    "trace_stage",
+    "uninstrument_method",
+]

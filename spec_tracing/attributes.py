@@ -1,0 +1,33 @@
+"""Span and attribute names in one place; users' dashboards and CI assertions rely on them."""
+
+from __future__ import annotations
+
+
+class SpanAttr:
+    # On spec_verify: accepted draft tokens of the request in that step, bonus token excluded.
+    ACCEPTED_TOKENS = "accepted_tokens"
+    # Draft tokens proposed to the request in that step (the width actually used).
+    PROPOSED_TOKENS = "spec_decode.proposed_tokens"
+    # Tokens the step emitted for the request: accepted drafts + the bonus token.
+    EMITTED_TOKENS = "spec_decode.emitted_tokens"
+    # 0-based index of this stage's occurrence for the request (the decode step).
+    STEP = "spec_decode.step"
+    # Requests in the batch the stage ran for.
+    BATCH_SIZE = "spec_decode.batch_size"
+    # Active draft width of the step (chain length and tokens scored by verify).
+    NUM_STEPS = "spec_decode.num_steps"
+    NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
+    WORKER = "spec_decode.worker"
+    ERROR_TYPE = "error.type"
+
+    # On the request's root span.
+    REQUEST_ID = "spec_request.id"
+    ACCEPT_RATE = "spec_decode.accept_rate"
+    ACCEPT_LENGTH = "spec_decode.accept_length"
+    TOTAL_ACCEPTED = "spec_decode.accepted_drafts"
+    TOTAL_PROPOSED = "spec_decode.proposed_drafts"
+    VERIFY_ROUNDS = "spec_decode.verify_rounds"
+    FINISH_REASON = "spec_request.finish_reason"
+
+
+INSTRUMENTATION_SCOPE = "spec_tracing"

@@ -1,0 +1,1 @@
+"""One instrumentor per engine; `auto` switches the plugin on under opentelemetry-instrument."""

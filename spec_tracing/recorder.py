@@ -1,0 +1,94 @@
+"""The bounded buffer between the engine's thread and the span materializer.
+
+Shape taken from the SDK's BatchSpanProcessor: producers append to a bounded deque (hotpath.py
+does that inline), a daemon thread drains it on a short interval, a full buffer drops and counts,
+flush and shutdown take timeouts, and a forked child starts with an empty buffer and a new thread.
+The producer never takes a lock or notifies: waking a thread per append would cost more than the
+append itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+from . import hotpath
+
+logger = logging.getLogger(__name__)
+
+DRAIN_INTERVAL_S = 0.02
+
+
+class Recorder:
+    """Owns the hot-path deque and the thread that hands its events to `consume`."""
+
+    def __init__(self, consume: Callable[[tuple], None], capacity: int, level: int):
+        self._consume = consume
+        self.capacity = capacity
+        self.level = level
+        self.consumer_errors = 0
+        self._lock = threading.Lock()  # one drainer at a time: the thread or a flush()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._start()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (r := ref()) and r._after_fork())
+
+    def _start(self) -> None:
+        self.queue: deque = deque()
+        hotpath._activate(self.queue, self.capacity, self.level)
+        self._thread = threading.Thread(target=self._run, name="spec-tracing-recorder", daemon=True)
+        self._thread.start()
+
+    def _after_fork(self) -> None:
+        # The parent's events are the parent's to export; the lock may be held by a thread
+        # that does not exist here.
+        if self._stopped:
+            return
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait(DRAIN_INTERVAL_S)
+            self._wake.clear()
+            with self._lock:
+                self._drain()
+
+    def _drain(self) -> None:
+        queue, consume = self.queue, self._consume
+        while queue:
+            event = queue.popleft()
+            try:
+                consume(event)
+            except Exception:  # never let one bad event stop the thread
+                self.consumer_errors += 1
+                if self.consumer_errors == 1:
+                    logger.warning(
+                        "spec-tracing: an event could not be turned into spans; "
+                        "further failures are counted, not logged",
+                        exc_info=True,
+                    )
+
+    def flush(self, timeout_s: float) -> bool:
+        """Materialize everything recorded so far; False if the consumer was busy past timeout."""
+        if not self._lock.acquire(timeout=max(timeout_s, 0.0)):
+            return False
+        try:
+            self._drain()
+        finally:
+            self._lock.release()
+        return True
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Stop recording, drain what is buffered, stop the thread."""
+        hotpath._deactivate()
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout_s)
+        return self.flush(timeout_s)

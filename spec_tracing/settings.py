@@ -1,0 +1,277 @@
+"""Every environment variable the plugin reads, validated in one place.
+
+`Settings.from_env()` reads the SPEC_TRACING_* variables and checks the standard OTEL_* ones the
+OpenTelemetry SDK will read when the exporters are built, so that a typo fails once, at
+`enable()`, with a ConfigError naming the variable, the value and what is allowed, instead of
+surfacing later inside the engine. Header values are never echoed (they carry credentials).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlparse
+
+EXPORTERS = ("otlp", "file", "console", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+class ConfigError(ValueError):
+    """A setting has a value the plugin cannot use."""
+
+    def __init__(self, variable: str, value: object, allowed: str):
+        self.variable = variable
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{variable}={value!r} is not allowed; expected {allowed}")
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ConfigError(name, raw, "one of 1/0, true/false, yes/no, on/off")
+
+
+def _int_in(lo: int, hi: int | None) -> Callable[[str, str], int]:
+    allowed = f"an integer {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ConfigError(name, raw, allowed) from None
+        if value < lo or (hi is not None and value > hi):
+            raise ConfigError(name, raw, allowed)
+        return value
+
+    return parse
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(name, raw, "one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigError(name, raw, "a non-empty string")
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Var:
+    """One environment variable: the Settings field it feeds, its default and its meaning."""
+
+    name: str
+    field: str
+    default: Any
+    parse: Callable[[str, str], Any]
+    doc: str
+
+
+# The table the README's variable list is checked against (tests/test_settings.py).
+SPEC_VARS: tuple[Var, ...] = (
+    Var(
+        "SPEC_TRACING_ENABLED",
+        "enabled",
+        False,
+        parse_bool,
+        "Switch tracing on in processes that start it automatically (opentelemetry-instrument, "
+        "engine plugins). `spec_tracing.enable()` switches it on regardless.",
+    ),
+    Var(
+        "SPEC_TRACING_LEVEL",
+        "level",
+        3,
+        _int_in(0, 3),
+        "0 off, 1 request spans only, 2 + spec_draft/spec_verify, 3 + spec_draft_extend.",
+    ),
+    Var(
+        "SPEC_TRACING_EXPORTER",
+        "exporter",
+        "otlp",
+        _choice(EXPORTERS),
+        "Where spans go: OTLP (protocol from OTEL_EXPORTER_OTLP_PROTOCOL), an OTLP JSON lines "
+        "file, the console, or nowhere. Ignored when the application already installed an SDK "
+        "TracerProvider (its exporters are used).",
+    ),
+    Var(
+        "SPEC_TRACING_FILE",
+        "file",
+        "spec-traces.jsonl",
+        _text,
+        "Output of the file exporter: one OTLP JSON export request per line (the OpenTelemetry "
+        "Collector file exporter's format). Appended to.",
+    ),
+    Var(
+        "SPEC_TRACING_QUEUE_SIZE",
+        "queue_size",
+        65536,
+        _int_in(1, None),
+        "Bound of the hot-path buffer, in batch events (one per batch and stage). When full, new "
+        "events are dropped and counted; the engine is never blocked.",
+    ),
+    Var(
+        "SPEC_TRACING_SHUTDOWN_TIMEOUT_MS",
+        "shutdown_timeout_ms",
+        5000,
+        _int_in(0, None),
+        "Longest `shutdown()` waits to drain the buffer and flush exporters.",
+    ),
+)
+
+
+def _url(name: str, raw: str) -> str:
+    parsed = urlparse(raw.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(name, raw, "a URL with scheme http or https and a host")
+    try:
+        parsed.port  # noqa: B018 - raises on a non-numeric port
+    except ValueError:
+        raise ConfigError(name, raw, "a URL with a numeric port") from None
+    return raw
+
+
+def _key_values(name: str, raw: str, secret: bool = False) -> str:
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            shown = "<redacted>" if secret else raw
+            raise ConfigError(name, shown, "comma-separated key=value pairs")
+    return raw
+
+
+def _headers(name: str, raw: str) -> str:
+    return _key_values(name, raw, secret=True)
+
+
+def _protocol(name: str, raw: str) -> str:
+    if raw.strip().lower() == "http/json":
+        raise ConfigError(
+            name,
+            raw,
+            "grpc or http/protobuf (the Python OTLP exporter has no "
+            "http/json; use SPEC_TRACING_EXPORTER=file for OTLP JSON)",
+        )
+    return _choice(PROTOCOLS)(name, raw)
+
+
+def _sampler(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value in SAMPLERS:
+        return value
+    from importlib.metadata import entry_points
+
+    if any(ep.name == raw.strip() for ep in entry_points(group="opentelemetry_traces_sampler")):
+        return raw.strip()
+    raise ConfigError(name, raw, "one of " + ", ".join(SAMPLERS) + " or an installed sampler")
+
+
+def _ratio(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a number 0.0..1.0") from None
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(name, raw, "a number 0.0..1.0")
+    return value
+
+
+# Standard variables the SDK reads itself; we only check them. (name, parser, what it does)
+OTEL_VARS: tuple[tuple[str, Callable[[str, str], Any], str], ...] = (
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", _url, "OTLP base endpoint (gRPC 4317, HTTP 4318)."),
+    ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _url, "OTLP endpoint for traces (HTTP: full URL)."),
+    ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", _url, "OTLP endpoint for metrics."),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", _protocol, "grpc (default) or http/protobuf."),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", _protocol, "Protocol for traces only."),
+    ("OTEL_EXPORTER_OTLP_HEADERS", _headers, "key=value,... sent with every export."),
+    ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", _headers, "Headers for traces only."),
+    ("OTEL_EXPORTER_OTLP_INSECURE", parse_bool, "gRPC without TLS."),
+    ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", parse_bool, "gRPC without TLS, traces only."),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", _int_in(1, None), "Export timeout, ms."),
+    ("OTEL_SERVICE_NAME", _text, "service.name of the resource."),
+    ("OTEL_RESOURCE_ATTRIBUTES", _key_values, "key=value,... added to the resource."),
+    ("OTEL_TRACES_SAMPLER", _sampler, "Sampler; decided once per request."),
+    ("OTEL_TRACES_SAMPLER_ARG", _ratio, "Ratio for the traceidratio samplers."),
+    ("OTEL_BSP_SCHEDULE_DELAY", _int_in(0, None), "Batch span processor delay, ms."),
+    ("OTEL_BSP_EXPORT_TIMEOUT", _int_in(0, None), "Batch span processor export timeout, ms."),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", _int_in(1, None), "Batch span processor queue bound."),
+    ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", _int_in(1, None), "Spans per export request."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's configuration. Build it with `Settings.from_env(**overrides)`."""
+
+    enabled: bool = False
+    level: int = 3
+    exporter: str = "otlp"
+    file: str = "spec-traces.jsonl"
+    queue_size: int = 65536
+    shutdown_timeout_ms: int = 5000
+    # Raw OTEL_* values that were set (validated), for the provider.
+    otel: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read and validate the environment; keyword arguments (Settings fields) override it."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var in SPEC_VARS:
+            raw = env.get(var.name)
+            values[var.field] = var.default if raw is None else var.parse(var.name, raw)
+        otel = {}
+        for name, parse, _ in OTEL_VARS:
+            raw = env.get(name)
+            if raw is not None and raw != "":
+                parse(name, raw)
+                otel[name] = raw
+        _check_bsp(otel)
+        settings = cls(otel=otel, **values)
+        return settings.with_overrides(**overrides) if overrides else settings
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with fields replaced; each value is validated like its variable."""
+        names = {f.name for f in fields(self)} - {"otel"}
+        by_field = {v.field: v for v in SPEC_VARS}
+        checked = {}
+        for key, value in overrides.items():
+            if key not in names:
+                raise ConfigError(key, value, "one of the settings " + ", ".join(sorted(names)))
+            try:
+                checked[key] = by_field[key].parse(key, str(value))
+            except ConfigError as exc:
+                raise ConfigError(key, value, exc.allowed) from None
+        return replace(self, **checked)
+
+
+def _check_bsp(otel: Mapping[str, str]) -> None:
+    queue = otel.get("OTEL_BSP_MAX_QUEUE_SIZE")
+    batch = otel.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
+    if queue and batch and int(batch) > int(queue):
+        raise ConfigError(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", batch, f"at most OTEL_BSP_MAX_QUEUE_SIZE ({queue})"
+        )

@@ -1,0 +1,58 @@
+"""Switching on with no code change: opentelemetry-instrument + SPEC_TRACING_ENABLED=1."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+APP = """
+import spec_tracing
+from spec_tracing import ReqTimeStats
+print("enabled", spec_tracing.get_global_tracing_enabled())
+st = ReqTimeStats(rid="auto")
+st.finish()
+spec_tracing.shutdown()
+"""
+
+
+def _run(tmp_path, enabled):
+    tool = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    if tool is None:
+        pytest.fail("opentelemetry-instrument is not installed beside this python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    env.update(
+        SPEC_TRACING_ENABLED=enabled,
+        SPEC_TRACING_EXPORTER="file",
+        SPEC_TRACING_FILE=str(tmp_path / "auto.jsonl"),
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    return subprocess.run(
+        [tool, sys.executable, "-c", APP], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_opentelemetry_instrument_switches_tracing_on_from_the_environment(tmp_path):
+    out = _run(tmp_path, "1")
+    assert out.returncode == 0, out.stderr
+    assert "enabled True" in out.stdout
+    lines = (tmp_path / "auto.jsonl").read_text().splitlines()
+    names = [
+        s["name"]
+        for line in lines
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for s in ss["spans"]
+    ]
+    assert names == ["spec_request"]
+
+
+def test_without_the_variable_it_stays_off(tmp_path):
+    out = _run(tmp_path, "0")
+    assert out.returncode == 0, out.stderr
+    assert "enabled False" in out.stdout
+    assert not (tmp_path / "auto.jsonl").exists()

@@ -1,0 +1,96 @@
+from pathlib import Path
+
+import pytest
+
+import spec_tracing
+from spec_tracing.settings import OTEL_VARS, SPEC_VARS, ConfigError, Settings
+
+BAD_VALUES = {
+    "SPEC_TRACING_ENABLED": "maybe",
+    "SPEC_TRACING_LEVEL": "4",
+    "SPEC_TRACING_EXPORTER": "zipkin",
+    "SPEC_TRACING_FILE": "   ",
+    "SPEC_TRACING_QUEUE_SIZE": "0",
+    "SPEC_TRACING_SHUTDOWN_TIMEOUT_MS": "-5",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://collector/v1/traces",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://:4318",
+    "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "thrift",
+    "OTEL_EXPORTER_OTLP_HEADERS": "authorization",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "=x",
+    "OTEL_EXPORTER_OTLP_INSECURE": "sometimes",
+    "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "2",
+    "OTEL_EXPORTER_OTLP_TIMEOUT": "ten",
+    "OTEL_SERVICE_NAME": " ",
+    "OTEL_RESOURCE_ATTRIBUTES": "team",
+    "OTEL_TRACES_SAMPLER": "sometimes_on",
+    "OTEL_TRACES_SAMPLER_ARG": "1.5",
+    "OTEL_BSP_SCHEDULE_DELAY": "-1",
+    "OTEL_BSP_EXPORT_TIMEOUT": "soon",
+    "OTEL_BSP_MAX_QUEUE_SIZE": "0",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "x",
+}
+
+
+def test_every_variable_has_a_bad_value_case():
+    names = {v.name for v in SPEC_VARS} | {name for name, _, _ in OTEL_VARS}
+    assert names == set(BAD_VALUES)
+
+
+@pytest.mark.parametrize("name,value", sorted(BAD_VALUES.items()))
+def test_bad_environment_value_is_one_config_error_naming_variable_and_value(
+    monkeypatch, name, value
+):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        spec_tracing.enable()
+    assert info.value.variable == name
+    assert "expected" in str(info.value)
+    if "HEADERS" in name:  # credentials are never echoed
+        assert value not in str(info.value) or value == "=x" and "<redacted>" in str(info.value)
+    else:
+        assert repr(value) in str(info.value)
+    assert not spec_tracing.get_global_tracing_enabled()
+
+
+def test_header_values_are_not_echoed_in_errors(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer s3cret,broken")
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env()
+    assert "s3cret" not in str(info.value)
+
+
+def test_batch_size_above_queue_size_is_rejected(monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "10")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "20")
+    with pytest.raises(ConfigError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE='20'.*at most"):
+        Settings.from_env()
+
+
+def test_defaults_when_nothing_is_set():
+    s = Settings.from_env({})
+    assert (s.enabled, s.level, s.exporter, s.file) == (False, 3, "otlp", "spec-traces.jsonl")
+
+
+def test_keyword_overrides_are_validated_like_variables():
+    assert Settings.from_env({}, level=1, exporter="file").level == 1
+    with pytest.raises(ConfigError, match="level=5"):
+        Settings.from_env({}, level=5)
+    with pytest.raises(ConfigError, match="colour"):
+        Settings.from_env({}, colour="red")
+
+
+def test_unwritable_trace_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="SPEC_TRACING_FILE"):
+        spec_tracing.enable(exporter="file", file=str(tmp_path / "missing-dir" / "t.jsonl"))
+
+
+def test_readme_documents_every_variable_with_its_default():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for var in SPEC_VARS:
+        row = next((line for line in readme.splitlines() if f"`{var.name}`" in line), None)
+        assert row is not None, f"README has no row for {var.name}"
+        assert str(var.default).lower() in row.lower(), f"README row for {var.name}: {row}"
+    for name, _, _ in OTEL_VARS:
+        assert f"`{name}`" in readme, f"README does not mention {name}"
