@@ -1,7 +1,8 @@
 """spec-tracing: OpenTelemetry spans and metrics for the stages of speculative decoding.
 
 Switch it on with `spec_tracing.enable()` (or SPEC_TRACING_ENABLED=1 under
-opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages with `@trace_stage` or `set_time_batch`.
+opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages with
+`@trace_stage` or `set_time_batch`.
 """
 
 from .hooks import instrument_method, trace_stage, uninstrument_method

@@ -10,27 +10,13 @@ import gzip
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from .otlp_json import SpanRecord
+
 HOST = "127.0.0.1"
-
-
-@dataclass
-class ReceivedSpan:
-    """One span as it arrived on the wire."""
-
-    name: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    start_ns: int
-    end_ns: int
-    attributes: dict
-    status_code: int
-    resource: dict
 
 
 def _value(any_value) -> object:
@@ -50,7 +36,7 @@ class _Store:
         with self.lock:
             self.requests.append(request)
 
-    def spans(self) -> list[ReceivedSpan]:
+    def spans(self) -> list[SpanRecord]:
         out = []
         with self.lock:
             requests = list(self.requests)
@@ -60,7 +46,7 @@ class _Store:
                 for ss in rs.scope_spans:
                     for s in ss.spans:
                         out.append(
-                            ReceivedSpan(
+                            SpanRecord(
                                 s.name,
                                 s.trace_id.hex(),
                                 s.span_id.hex(),
@@ -146,13 +132,13 @@ class OtlpReceiver:
         """Answer every export only after `seconds` (a slow collector)."""
         self._store.delay_s = seconds
 
-    def spans(self) -> list[ReceivedSpan]:
+    def spans(self) -> list[SpanRecord]:
         return self._store.spans()
 
     def span_count(self) -> int:
         return self._store.span_count()
 
-    def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[ReceivedSpan]:
+    def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[SpanRecord]:
         """Wait until at least `count` spans arrived (or the timeout passed); return them all."""
         deadline = time.monotonic() + timeout_s
         while self.span_count() < count and time.monotonic() < deadline:

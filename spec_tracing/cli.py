@@ -1,0 +1,156 @@
+"""`spec-tracing demo | report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .settings import ConfigError, Settings
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(
+            "spec-tracing demo needs the reference engine: pip install 'spec-tracing[reference]'",
+            file=sys.stderr,
+        )
+        return 2
+    from tqdm import tqdm
+
+    from . import provider
+    from .reference.engine import Engine, demo_prompts
+    from .summary import SummaryProcessor, TraceSummary
+
+    # The demo's embedded default is the file exporter: no collector, no network.
+    overrides = {} if "SPEC_TRACING_EXPORTER" in os.environ else {"exporter": "file"}
+    if args.trace_file:
+        overrides.update(exporter="file", file=args.trace_file)
+    if args.level is not None:
+        overrides["level"] = args.level
+    try:
+        settings = Settings.from_env(**overrides)
+        if settings.exporter == "file" and os.path.exists(settings.file):
+            os.remove(settings.file)  # the file holds this run only
+        settings = provider.enable(**overrides)
+        engine = Engine(
+            args.worker,
+            batch_size=args.batch_size,
+            num_steps=args.num_steps,
+            adaptive=args.adaptive,
+            temperature=args.temperature,
+            seed=args.seed,
+        )
+    except (ConfigError, ValueError) as exc:
+        print(f"spec-tracing demo: {exc}", file=sys.stderr)
+        return 2
+    summary = TraceSummary()
+    provider.current_provider().add_span_processor(SummaryProcessor(summary))
+
+    for prompt in demo_prompts(args.num_requests, args.seed):
+        engine.add_request(prompt, args.max_new_tokens)
+    with tqdm(
+        total=args.num_requests,
+        desc=f"{args.worker} x{args.batch_size}",
+        unit="req",
+        file=sys.stderr,
+        disable=args.quiet,
+    ) as bar:
+        engine.run(progress=bar.update)
+    provider.shutdown()
+
+    stats = engine.stats
+    print(summary.render())
+    print(f"decode steps      {stats.decode_steps} (batches)")
+    print(
+        f"tokens/s          {stats.generated_tokens / stats.elapsed_s:,.0f}"
+        f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
+    )
+    print(f"trace             {_where(settings)}")
+    return 0
+
+
+def _where(settings) -> str:
+    if settings.exporter == "file":
+        return f"{os.path.abspath(settings.file)} (OTLP JSON; spec-tracing report FILE)"
+    if settings.exporter == "otlp":
+        endpoint = settings.otel.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or settings.otel.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4317 (default)"
+        )
+        protocol = settings.otel.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        return f"OTLP {protocol} to {endpoint}"
+    return settings.exporter
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .otlp_json import TraceFileError, read_spans
+    from .summary import TraceSummary
+
+    try:
+        spans = read_spans(args.file)
+    except TraceFileError as exc:
+        print(f"spec-tracing report: {exc}", file=sys.stderr)
+        return 2
+    summary = TraceSummary()
+    for s in spans:
+        summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+    print(summary.render())
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spec-tracing", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the reference engine with tracing on")
+    demo.add_argument("--worker", choices=["eagle", "ngram", "multi-layer"], default="eagle")
+    demo.add_argument(
+        "--adaptive",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="CONFIG",
+        help="adapt the draft width by batch size (built-in config, or a JSON "
+        "file / string keyed by batch-size lower bounds)",
+    )
+    demo.add_argument("--batch-size", type=_positive, default=16)
+    demo.add_argument("--num-requests", type=_positive, default=64)
+    demo.add_argument("--max-new-tokens", type=_positive, default=96)
+    demo.add_argument("--num-steps", type=_positive, default=3, help="draft width (chain length)")
+    demo.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0 greedy; >0 sampling with rejection-sampling verification",
+    )
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--level", type=int, choices=[0, 1, 2, 3], default=None)
+    demo.add_argument(
+        "--trace-file",
+        default=None,
+        help="write the trace here (file exporter; default SPEC_TRACING_FILE or "
+        "spec-traces.jsonl); the file is replaced",
+    )
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_demo)
+    report = sub.add_parser("report", help="summarize an OTLP JSON trace file")
+    report.add_argument("file")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

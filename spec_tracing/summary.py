@@ -1,0 +1,108 @@
+"""The run summary a person reads at a glance: per-stage p50/p95, acceptance, widths.
+
+Built from spans, so the same numbers come out of a live run (SummaryProcessor on the provider)
+and of a captured file (`spec-tracing report`, which feeds spans read from OTLP JSON).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+
+from .attributes import SpanAttr
+from .stages import RequestStage
+
+_ORDER = [
+    RequestStage.PREFILL.name,
+    RequestStage.SPEC_DRAFT.name,
+    RequestStage.SPEC_VERIFY.name,
+    RequestStage.SPEC_DRAFT_EXTEND.name,
+    RequestStage.REQUEST.name,
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+@dataclass
+class TraceSummary:
+    durations_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    verify_rounds: int = 0
+    accepted: int = 0
+    proposed: int = 0
+    widths: Counter = field(default_factory=Counter)  # num_steps -> verify spans
+    requests: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def add(self, name: str, start_ns: int, end_ns: int, attrs: dict) -> None:
+        self.durations_ms[name].append((end_ns - start_ns) / 1e6)
+        self.first_ns = start_ns if self.first_ns is None else min(self.first_ns, start_ns)
+        self.last_ns = end_ns if self.last_ns is None else max(self.last_ns, end_ns)
+        if name == RequestStage.REQUEST.name:
+            self.requests += 1
+        elif name == RequestStage.SPEC_VERIFY.name and SpanAttr.ACCEPTED_TOKENS in attrs:
+            self.verify_rounds += 1
+            self.accepted += int(attrs[SpanAttr.ACCEPTED_TOKENS])
+            self.proposed += int(attrs.get(SpanAttr.PROPOSED_TOKENS, 0))
+            if SpanAttr.NUM_STEPS in attrs:
+                self.widths[int(attrs[SpanAttr.NUM_STEPS])] += 1
+
+    @property
+    def accept_rate(self) -> float | None:
+        """Accepted drafts / proposed drafts (bonus excluded)."""
+        return self.accepted / self.proposed if self.proposed else None
+
+    @property
+    def accept_length(self) -> float | None:
+        """(accepted drafts + 1) per verify round (bonus included)."""
+        return (
+            (self.accepted + self.verify_rounds) / self.verify_rounds
+            if self.verify_rounds
+            else None
+        )
+
+    def render(self) -> str:
+        lines = [f"{'stage':<20}{'spans':>8}{'p50 ms':>10}{'p95 ms':>10}"]
+        names = [n for n in _ORDER if n in self.durations_ms]
+        names += sorted(set(self.durations_ms) - set(names))
+        for name in names:
+            values = self.durations_ms[name]
+            lines.append(
+                f"{name:<20}{len(values):>8}{percentile(values, 50):>10.3f}"
+                f"{percentile(values, 95):>10.3f}"
+            )
+        rate, length = self.accept_rate, self.accept_length
+        lines.append("")
+        lines.append(f"requests          {self.requests}")
+        lines.append(f"verify rounds     {self.verify_rounds} (request x decode step)")
+        lines.append(
+            f"accept rate       {rate:.3f}  ({self.accepted} of {self.proposed} drafts)"
+            if rate is not None
+            else "accept rate       n/a (no drafts proposed)"
+        )
+        lines.append(
+            f"accept length     {length:.3f}  tokens per verify round, bonus included"
+            if length is not None
+            else "accept length     n/a"
+        )
+        if self.widths:
+            shown = ", ".join(f"{w}: {n}" for w, n in sorted(self.widths.items()))
+            lines.append(f"draft width used  {shown}  (num_steps: verify rounds)")
+        return "\n".join(lines)
+
+
+class SummaryProcessor(SpanProcessor):
+    """Feeds every finished span of a provider into a TraceSummary."""
+
+    def __init__(self, summary: TraceSummary):
+        self.summary = summary
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.summary.add(span.name, span.start_time, span.end_time, dict(span.attributes or {}))
