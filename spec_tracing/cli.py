@@ -18,9 +18,11 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from tqdm import tqdm
 
     from . import provider
+    from .metrics import acceptance_from
     from .reference.engine import Engine, demo_prompts
     from .summary import SummaryProcessor, TraceSummary
 
@@ -34,7 +36,8 @@ def _demo(args: argparse.Namespace) -> int:
         settings = Settings.from_env(**overrides)
         if settings.exporter == "file" and os.path.exists(settings.file):
             os.remove(settings.file)  # the file holds this run only
-        settings = provider.enable(**overrides)
+        metric_reader = InMemoryMetricReader()
+        settings = provider.enable(metric_readers=[metric_reader], **overrides)
         engine = Engine(
             args.worker,
             batch_size=args.batch_size,
@@ -59,6 +62,9 @@ def _demo(args: argparse.Namespace) -> int:
         disable=args.quiet,
     ) as bar:
         engine.run(progress=bar.update)
+    provider.flush()
+    # Acceptance comes from the metrics, the same counters Prometheus and OTLP receive.
+    summary.acceptance = acceptance_from(metric_reader.get_metrics_data())
     provider.shutdown()
 
     stats = engine.stats

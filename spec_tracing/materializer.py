@@ -112,7 +112,7 @@ class Materializer:
         self.spans = 0
         self.invalid = 0
         self.unmatched = 0
-        self.on_verify = None  # callable(stats, accepted, proposed, attrs) for metrics
+        self.metrics = None  # SpecMetrics, when metrics are on
 
     def __call__(self, event: tuple) -> None:
         try:
@@ -139,6 +139,10 @@ class Materializer:
         batch_attrs = {SpanAttr.BATCH_SIZE: n}
         if attrs:
             batch_attrs.update(attrs)
+        is_verify = name == _VERIFY and acc is not None
+        width = batch_attrs.get(SpanAttr.NUM_STEPS)
+        round_accepted: list[int] = []
+        round_proposed: list = []
         for i, st in enumerate(stats):
             if kind == START:
                 st._open[name] = t0
@@ -156,18 +160,17 @@ class Materializer:
             st._steps[name] = step + 1
             span_attrs = dict(batch_attrs)
             span_attrs[SpanAttr.STEP] = step
-            if acc is not None and name == _VERIFY:
-                a = acc[i]
-                p = prop[i] if prop is not None else None
+            if is_verify:
+                # The width actually offered this round; the batch's width if not given per
+                # request; unknown otherwise (then it counts for accept_length only).
+                a, p = acc[i], prop[i] if prop is not None else width
                 span_attrs[SpanAttr.ACCEPTED_TOKENS] = a
                 span_attrs[SpanAttr.EMITTED_TOKENS] = a + 1
                 if p is not None:
                     span_attrs[SpanAttr.PROPOSED_TOKENS] = p
-                st.verify_rounds += 1
-                st.accepted_drafts += a
-                st.proposed_drafts += p if p is not None else 0
-                if self.on_verify is not None:
-                    self.on_verify(st, a, p, batch_attrs)
+                st.acceptance.add(a, p)
+                round_accepted.append(a)
+                round_proposed.append(p)
             if st.sampled:
                 self.sink.emit(
                     name,
@@ -179,12 +182,15 @@ class Materializer:
                     span_attrs,
                 )
                 self.spans += 1
+        if is_verify and self.metrics is not None and round_proposed:
+            # Metrics count every request, sampled or not.
+            self.metrics.record_verify(round_accepted, round_proposed, batch_attrs)
 
     def _finish(self, st: ReqTimeStats, ts: float, how: dict) -> None:
         st._open.clear()
         if not st.sampled:
             return
-        summary = st.summary()
+        summary = st.acceptance.as_dict()
         attrs: dict[str, Any] = {k: v for k, v in st.attributes.items()}
         if st.rid is not None:
             attrs[SpanAttr.REQUEST_ID] = str(st.rid)

@@ -15,6 +15,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from . import hotpath
 from .exporters import build_span_exporter
 from .materializer import Materializer, SpanSink
+from .meters import Meters, build_meters
+from .metrics import SpecMetrics
 from .recorder import Recorder
 from .settings import Settings
 from .version import __version__
@@ -29,6 +31,7 @@ class _Active:
     owns_provider: bool
     materializer: Materializer
     recorder: Recorder
+    meters: Meters
 
 
 _active: _Active | None = None
@@ -39,6 +42,7 @@ def enable(
     *,
     tracer_provider: TracerProvider | None = None,
     span_exporter: SpanExporter | None = None,
+    metric_readers: list | None = None,
     **overrides: Any,
 ) -> Settings:
     """Switch tracing on and return the settings in force.
@@ -48,6 +52,9 @@ def enable(
     ConfigError before anything changes. Spans go to, in order of preference: `tracer_provider`;
     a `span_exporter` (on a provider of our own); the application's global SDK TracerProvider if
     it installed one; else a provider of our own with the exporter SPEC_TRACING_EXPORTER names.
+    Metrics (unless SPEC_TRACING_METRICS=false) go to `metric_readers`, to OTLP when spans do
+    (a provider built here from SPEC_TRACING_EXPORTER=otlp), to a Prometheus endpoint when
+    SPEC_TRACING_PROMETHEUS_PORT is set, or to the application's SDK MeterProvider.
     Calling enable() again reconfigures (the previous setup is shut down first).
     """
     global _active
@@ -56,11 +63,20 @@ def enable(
         if _active is not None:
             _shutdown_locked(settings.shutdown_timeout_ms)
         provider, owns = _choose_provider(settings, tracer_provider, span_exporter)
+        otlp_metrics = owns and span_exporter is None and settings.exporter == "otlp"
+        try:
+            meters = build_meters(settings, metric_readers, otlp_metrics)
+        except BaseException:
+            if owns:
+                provider.shutdown()
+            raise
         sink = SpanSink(provider, __version__)
         materializer = Materializer(sink)
+        if meters.provider is not None:
+            materializer.metrics = SpecMetrics(meters.provider, stats)
         hotpath.SINK = sink
         recorder = Recorder(materializer, settings.queue_size, settings.level)
-        _active = _Active(settings, provider, owns, materializer, recorder)
+        _active = _Active(settings, provider, owns, materializer, recorder, meters)
     return settings
 
 
@@ -86,7 +102,9 @@ def flush(timeout_ms: int | None = None) -> bool:
         return True
     timeout = active.settings.shutdown_timeout_ms if timeout_ms is None else timeout_ms
     drained = active.recorder.flush(timeout / 1000)
-    return active.provider.force_flush(timeout) and drained
+    flushed = active.provider.force_flush(timeout)
+    active.meters.flush(timeout)
+    return flushed and drained
 
 
 def shutdown(timeout_ms: int | None = None) -> None:
@@ -106,6 +124,7 @@ def _shutdown_locked(timeout_ms: int) -> None:
     active.provider.force_flush(timeout_ms)
     if active.owns_provider:
         active.provider.shutdown()
+    active.meters.shutdown(timeout_ms)
 
 
 def stats() -> dict[str, int]:
@@ -136,3 +155,7 @@ def current_settings() -> Settings | None:
 
 def current_provider() -> TracerProvider | None:
     return None if _active is None else _active.provider
+
+
+def current_meter_provider():
+    return None if _active is None else _active.meters.provider

@@ -12,6 +12,10 @@ import time
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from opentelemetry.proto.collector.metrics.v1 import (
+    metrics_service_pb2,
+    metrics_service_pb2_grpc,
+)
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from .otlp_json import SpanRecord
@@ -27,6 +31,7 @@ def _value(any_value) -> object:
 class _Store:
     def __init__(self) -> None:
         self.requests: list = []
+        self.metric_requests: list = []
         self.lock = threading.Lock()
         self.delay_s = 0.0
 
@@ -34,7 +39,30 @@ class _Store:
         if self.delay_s:
             time.sleep(self.delay_s)
         with self.lock:
-            self.requests.append(request)
+            if isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
+                self.metric_requests.append(request)
+            else:
+                self.requests.append(request)
+
+    def metric_values(self) -> dict[tuple[str, tuple], float]:
+        """Latest value of each (metric name, sorted attributes): sums, gauges, histogram
+        counts (cumulative, so the latest export holds the totals)."""
+        out = {}
+        with self.lock:
+            requests = list(self.metric_requests)
+        for req in requests:
+            for rm in req.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        for p in getattr(m, kind).data_points:
+                            attrs = tuple(sorted((kv.key, _value(kv.value)) for kv in p.attributes))
+                            if kind == "histogram":
+                                value = p.count
+                            else:
+                                value = getattr(p, p.WhichOneof("value"))
+                            out[(m.name, attrs)] = value
+        return out
 
     def spans(self) -> list[SpanRecord]:
         out = []
@@ -70,13 +98,35 @@ class _Store:
             )
 
 
-class _GrpcService(trace_service_pb2_grpc.TraceServiceServicer):
+class _GrpcTraces(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, store: _Store):
         self.store = store
 
     def Export(self, request, context):  # noqa: N802 - gRPC method name
         self.store.add(request)
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class _GrpcMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):
+    def __init__(self, store: _Store):
+        self.store = store
+
+    def Export(self, request, context):  # noqa: N802 - gRPC method name
+        self.store.add(request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+# HTTP path -> (request message, response message)
+_HTTP_ROUTES = {
+    "/v1/traces": (
+        trace_service_pb2.ExportTraceServiceRequest,
+        trace_service_pb2.ExportTraceServiceResponse,
+    ),
+    "/v1/metrics": (
+        metrics_service_pb2.ExportMetricsServiceRequest,
+        metrics_service_pb2.ExportMetricsServiceResponse,
+    ),
+}
 
 
 class OtlpReceiver:
@@ -106,7 +156,10 @@ class OtlpReceiver:
 
             server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
             trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-                _GrpcService(self._store), server
+                _GrpcTraces(self._store), server
+            )
+            metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+                _GrpcMetrics(self._store), server
             )
             self.port = server.add_insecure_port(f"{HOST}:{self.port}")
             server.start()
@@ -138,6 +191,10 @@ class OtlpReceiver:
     def span_count(self) -> int:
         return self._store.span_count()
 
+    def metric_values(self) -> dict[tuple[str, tuple], float]:
+        """Metrics received: latest value per (name, sorted attribute items)."""
+        return self._store.metric_values()
+
     def wait_for_spans(self, count: int, timeout_s: float = 10.0) -> list[SpanRecord]:
         """Wait until at least `count` spans arrived (or the timeout passed); return them all."""
         deadline = time.monotonic() + timeout_s
@@ -158,14 +215,15 @@ def _http_handler(store: _Store):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            if self.path != "/v1/traces":
+            if self.path not in _HTTP_ROUTES:
                 self.send_response(404)
                 self.end_headers()
                 return
-            request = trace_service_pb2.ExportTraceServiceRequest()
+            request_type, response_type = _HTTP_ROUTES[self.path]
+            request = request_type()
             request.ParseFromString(body)
             store.add(request)
-            payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            payload = response_type().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(payload)))

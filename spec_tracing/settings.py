@@ -132,6 +132,29 @@ SPEC_VARS: tuple[Var, ...] = (
         "events are dropped and counted; the engine is never blocked.",
     ),
     Var(
+        "SPEC_TRACING_METRICS",
+        "metrics",
+        True,
+        parse_bool,
+        "Record the speculative-decoding metrics. They are exported over OTLP next to the traces "
+        "when SPEC_TRACING_EXPORTER=otlp, to Prometheus when SPEC_TRACING_PROMETHEUS_PORT is set, "
+        "and through the application's MeterProvider if it installed one.",
+    ),
+    Var(
+        "SPEC_TRACING_PROMETHEUS_PORT",
+        "prometheus_port",
+        None,
+        _int_in(1, 65535),
+        "Serve a Prometheus scrape endpoint (/metrics) on this port; unset (none): no endpoint.",
+    ),
+    Var(
+        "SPEC_TRACING_PROMETHEUS_HOST",
+        "prometheus_host",
+        "127.0.0.1",
+        _text,
+        "Address the Prometheus endpoint binds to; 0.0.0.0 to let other hosts scrape it.",
+    ),
+    Var(
         "SPEC_TRACING_SHUTDOWN_TIMEOUT_MS",
         "shutdown_timeout_ms",
         5000,
@@ -211,6 +234,8 @@ OTEL_VARS: tuple[tuple[str, Callable[[str, str], Any], str], ...] = (
     ("OTEL_EXPORTER_OTLP_INSECURE", parse_bool, "gRPC without TLS."),
     ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", parse_bool, "gRPC without TLS, traces only."),
     ("OTEL_EXPORTER_OTLP_TIMEOUT", _int_in(1, None), "Export timeout, ms."),
+    ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", _protocol, "Protocol for metrics only."),
+    ("OTEL_METRIC_EXPORT_INTERVAL", _int_in(1, None), "Metrics export interval, ms."),
     ("OTEL_SERVICE_NAME", _text, "service.name of the resource."),
     ("OTEL_RESOURCE_ATTRIBUTES", _key_values, "key=value,... added to the resource."),
     ("OTEL_TRACES_SAMPLER", _sampler, "Sampler; decided once per request."),
@@ -232,6 +257,9 @@ class Settings:
     file: str = "spec-traces.jsonl"
     queue_size: int = 65536
     shutdown_timeout_ms: int = 5000
+    metrics: bool = True
+    prometheus_port: int | None = None
+    prometheus_host: str = "127.0.0.1"
     # Raw OTEL_* values that were set (validated), for the provider.
     otel: Mapping[str, str] = field(default_factory=dict)
 

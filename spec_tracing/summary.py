@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
+from .acceptance import Acceptance
 from .attributes import SpanAttr
 from .stages import RequestStage
 
@@ -33,9 +34,7 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class TraceSummary:
     durations_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    verify_rounds: int = 0
-    accepted: int = 0
-    proposed: int = 0
+    acceptance: Acceptance = field(default_factory=Acceptance)
     widths: Counter = field(default_factory=Counter)  # num_steps -> verify spans
     requests: int = 0
     first_ns: int | None = None
@@ -48,25 +47,12 @@ class TraceSummary:
         if name == RequestStage.REQUEST.name:
             self.requests += 1
         elif name == RequestStage.SPEC_VERIFY.name and SpanAttr.ACCEPTED_TOKENS in attrs:
-            self.verify_rounds += 1
-            self.accepted += int(attrs[SpanAttr.ACCEPTED_TOKENS])
-            self.proposed += int(attrs.get(SpanAttr.PROPOSED_TOKENS, 0))
+            proposed = attrs.get(SpanAttr.PROPOSED_TOKENS)
+            self.acceptance.add(
+                int(attrs[SpanAttr.ACCEPTED_TOKENS]), None if proposed is None else int(proposed)
+            )
             if SpanAttr.NUM_STEPS in attrs:
                 self.widths[int(attrs[SpanAttr.NUM_STEPS])] += 1
-
-    @property
-    def accept_rate(self) -> float | None:
-        """Accepted drafts / proposed drafts (bonus excluded)."""
-        return self.accepted / self.proposed if self.proposed else None
-
-    @property
-    def accept_length(self) -> float | None:
-        """(accepted drafts + 1) per verify round (bonus included)."""
-        return (
-            (self.accepted + self.verify_rounds) / self.verify_rounds
-            if self.verify_rounds
-            else None
-        )
 
     def render(self) -> str:
         lines = [f"{'stage':<20}{'spans':>8}{'p50 ms':>10}{'p95 ms':>10}"]
@@ -78,12 +64,13 @@ class TraceSummary:
                 f"{name:<20}{len(values):>8}{percentile(values, 50):>10.3f}"
                 f"{percentile(values, 95):>10.3f}"
             )
-        rate, length = self.accept_rate, self.accept_length
+        acc = self.acceptance
+        rate, length = acc.accept_rate, acc.accept_length
         lines.append("")
         lines.append(f"requests          {self.requests}")
-        lines.append(f"verify rounds     {self.verify_rounds} (request x decode step)")
+        lines.append(f"verify rounds     {acc.rounds} (request x decode step)")
         lines.append(
-            f"accept rate       {rate:.3f}  ({self.accepted} of {self.proposed} drafts)"
+            f"accept rate       {rate:.3f}  ({acc.rate_accepted} of {acc.proposed} drafts)"
             if rate is not None
             else "accept rate       n/a (no drafts proposed)"
         )

@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from . import hotpath
+from .acceptance import Acceptance
 from .hotpath import END, FINISH, SLICE, START
 from .stages import RequestStage, StageConfig, get_stage
 
@@ -68,9 +69,7 @@ class ReqTimeStats:
         self.last_times: dict[str, float] = {}
         self.finished = False
         # Written by the materializer only.
-        self.accepted_drafts = 0
-        self.proposed_drafts = 0
-        self.verify_rounds = 0
+        self.acceptance = Acceptance()
         self._open: dict[str, float] = {}
         self._steps: dict[str, int] = {}
         # Trace identity.
@@ -167,16 +166,10 @@ class ReqTimeStats:
         return {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"}
 
     def summary(self) -> dict[str, Any]:
-        """Acceptance so far (as materialized): accept rate (bonus excluded), accept length
-        (bonus included), accepted and proposed drafts, verify rounds."""
-        rounds, acc, prop = self.verify_rounds, self.accepted_drafts, self.proposed_drafts
-        return {
-            "accept_rate": acc / prop if prop else None,
-            "accept_length": (acc + rounds) / rounds if rounds else None,
-            "accepted_drafts": acc,
-            "proposed_drafts": prop,
-            "verify_rounds": rounds,
-        }
+        """Acceptance so far (as materialized; call spec_tracing.flush() first for up to date
+        numbers): accept_rate (bonus excluded), accept_length (bonus included), accepted_drafts,
+        proposed_drafts, verify_rounds."""
+        return self.acceptance.as_dict()
 
     def __getstate__(self) -> dict:
         # Copies, so a materializer writing concurrently cannot break the pickle.

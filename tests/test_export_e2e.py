@@ -115,3 +115,22 @@ def test_ratio_sampler_decides_once_per_request(monkeypatch, spec_spans):
     assert 100 < len(sampled) < 300
     assert {s.context.trace_id for s in spans} == sampled
     assert len(spans) == 3 * len(sampled)  # whole requests, never partial ones
+
+
+@pytest.mark.parametrize("protocol,otel_protocol", [("grpc", "grpc"), ("http", "http/protobuf")])
+def test_metrics_go_over_otlp_next_to_the_traces(monkeypatch, protocol, otel_protocol):
+    with OtlpReceiver(protocol) as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", otel_protocol)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        spec_tracing.enable(exporter="otlp")
+        reqs = [Req(i) for i in range(3)]
+        one_step(reqs, [1, 4, 0])
+        spec_tracing.shutdown()
+        values = receiver.metric_values()
+        spans = receiver.wait_for_spans(6)
+    assert len(spans) == 6
+    assert values[("spec_decode.verify_rounds", ())] == 3
+    assert values[("spec_decode.proposed_drafts", ())] == 12
+    assert values[("spec_decode.accepted_drafts", ())] == 5
+    assert values[("spec_decode.accepted_per_position", (("position", 0),))] == 2

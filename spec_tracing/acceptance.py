@@ -1,0 +1,43 @@
+"""Acceptance totals with the documented formulas, shared by requests, metrics and summaries.
+
+- accept_rate = accepted drafts / proposed drafts: bonus excluded; the denominator is what each
+  round actually proposed (0 for an n-gram miss), never a static setting. A round whose proposed
+  count is unknown counts for accept_length only, so the rate can never exceed 1.
+- accept_length = (accepted drafts + 1) per verify round: bonus included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Acceptance:
+    rounds: int = 0
+    accepted: int = 0  # all accepted drafts (accept_length)
+    proposed: int = 0  # proposed drafts, in rounds where that is known
+    rate_accepted: int = 0  # accepted drafts in those same rounds (accept_rate's numerator)
+
+    def add(self, accepted: int, proposed: int | None) -> None:
+        self.rounds += 1
+        self.accepted += accepted
+        if proposed is not None:
+            self.proposed += proposed
+            self.rate_accepted += accepted
+
+    @property
+    def accept_rate(self) -> float | None:
+        return self.rate_accepted / self.proposed if self.proposed else None
+
+    @property
+    def accept_length(self) -> float | None:
+        return (self.accepted + self.rounds) / self.rounds if self.rounds else None
+
+    def as_dict(self) -> dict:
+        return {
+            "accept_rate": self.accept_rate,
+            "accept_length": self.accept_length,
+            "accepted_drafts": self.accepted,
+            "proposed_drafts": self.proposed,
+            "verify_rounds": self.rounds,
+        }

@@ -1,0 +1,153 @@
+"""Speculative-decoding metrics, recorded off the hot path from verify events.
+
+Accept rate and length are derived from the counters with the formulas in acceptance.py.
+- accepted per position (as vLLM): the draft at position i (0-based) was accepted in that many
+  rounds; position i counts only if positions 0..i-1 were accepted too.
+
+Instrument names below are OpenTelemetry names; Prometheus shows dots as underscores and adds
+`_total` to counters (see README, "Metrics").
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .acceptance import Acceptance
+from .attributes import INSTRUMENTATION_SCOPE, SpanAttr
+from .version import __version__
+
+
+class MetricName:
+    VERIFY_ROUNDS = "spec_decode.verify_rounds"
+    PROPOSED = "spec_decode.proposed_drafts"
+    ACCEPTED = "spec_decode.accepted_drafts"
+    EMITTED = "spec_decode.emitted_tokens"
+    ACCEPTED_PER_POSITION = "spec_decode.accepted_per_position"
+    ACCEPTED_PER_ROUND = "spec_decode.accepted_per_round"
+    NUM_STEPS = "spec_decode.num_steps"
+    NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
+    DROPPED_EVENTS = "spec_tracing.dropped_events"
+    INVALID_EVENTS = "spec_tracing.invalid_events"
+
+
+class SpecMetrics:
+    """The instruments, fed one verify event (a batch) at a time by the materializer."""
+
+    def __init__(self, meter_provider, stats_source=None):
+        meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
+        self._rounds = meter.create_counter(
+            MetricName.VERIFY_ROUNDS, "{round}", "Verify rounds (one per request per decode step)"
+        )
+        self._proposed = meter.create_counter(
+            MetricName.PROPOSED, "{token}", "Draft tokens proposed for verification"
+        )
+        self._accepted = meter.create_counter(
+            MetricName.ACCEPTED, "{token}", "Draft tokens accepted (bonus token excluded)"
+        )
+        self._emitted = meter.create_counter(
+            MetricName.EMITTED, "{token}", "Tokens emitted by verify rounds (accepted + bonus)"
+        )
+        self._per_position = meter.create_counter(
+            MetricName.ACCEPTED_PER_POSITION,
+            "{token}",
+            "Accepted draft tokens by draft position (attribute position, 0-based)",
+        )
+        self._per_round = meter.create_histogram(
+            MetricName.ACCEPTED_PER_ROUND,
+            "{token}",
+            "Accepted draft tokens per verify round",
+            explicit_bucket_boundaries_advisory=[0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16],
+        )
+        self._num_steps = meter.create_gauge(
+            MetricName.NUM_STEPS, "{token}", "Active draft width (chain length) per worker"
+        )
+        self._num_draft_tokens = meter.create_gauge(
+            MetricName.NUM_DRAFT_TOKENS, "{token}", "Tokens scored per verify (width + 1)"
+        )
+        self._widths: dict[str, tuple] = {}
+        if stats_source is not None:
+            meter.create_observable_counter(
+                MetricName.DROPPED_EVENTS,
+                [lambda options: _observe(stats_source()["dropped_events"])],
+                "{event}",
+                "Trace events dropped because the plugin's buffer was full",
+            )
+            meter.create_observable_counter(
+                MetricName.INVALID_EVENTS,
+                [lambda options: _observe(stats_source()["invalid_events"])],
+                "{event}",
+                "Trace events dropped as invalid input (counted, never raised)",
+            )
+
+    def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
+        """One verify event: per-request accepted and proposed drafts (None: unknown, the
+        round then counts for accept_length only) of the same batch."""
+        attrs = {}
+        worker = batch_attrs.get(SpanAttr.WORKER)
+        if worker is not None:
+            attrs["worker"] = str(worker)
+        n = len(accepted)
+        known = [(a, p) for a, p in zip(accepted, proposed, strict=True) if p is not None]
+        self._rounds.add(n, attrs)
+        self._proposed.add(sum(p for _, p in known), attrs)
+        self._accepted.add(sum(a for a, _ in known), attrs)
+        self._emitted.add(sum(accepted) + n, attrs)
+        positions: Counter = Counter()
+        for a in accepted:
+            self._per_round.record(a, attrs)
+            positions.update(range(a))
+        for position, count in positions.items():
+            self._per_position.add(count, {**attrs, "position": position})
+        self.set_width(
+            str(worker) if worker is not None else "",
+            batch_attrs.get(SpanAttr.NUM_STEPS),
+            batch_attrs.get(SpanAttr.NUM_DRAFT_TOKENS),
+        )
+
+    def set_width(self, worker: str, num_steps, num_draft_tokens) -> None:
+        """Update the width gauges for `worker` if they changed."""
+        if num_steps is None and num_draft_tokens is None:
+            return
+        if self._widths.get(worker) == (num_steps, num_draft_tokens):
+            return
+        self._widths[worker] = (num_steps, num_draft_tokens)
+        attrs = {"worker": worker} if worker else {}
+        if num_steps is not None:
+            self._num_steps.set(int(num_steps), attrs)
+        if num_draft_tokens is not None:
+            self._num_draft_tokens.set(int(num_draft_tokens), attrs)
+
+
+def metric_sums(metrics_data) -> dict[tuple[str, tuple], float]:
+    """Sum/gauge values of our instruments from a reader's MetricsData, keyed by
+    (name, sorted attribute items)."""
+    out: dict[tuple[str, tuple], float] = {}
+    for rm in metrics_data.resource_metrics if metrics_data else ():
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    value = getattr(point, "value", None)
+                    if value is None:  # histogram: its count
+                        value = point.count
+                    out[(metric.name, tuple(sorted(point.attributes.items())))] = value
+    return out
+
+
+def acceptance_from(metrics_data) -> Acceptance:
+    """The run's acceptance from the counters (all workers together)."""
+    totals: Counter = Counter()
+    for (name, _), value in metric_sums(metrics_data).items():
+        totals[name] += value
+    rounds = int(totals[MetricName.VERIFY_ROUNDS])
+    return Acceptance(
+        rounds=rounds,
+        accepted=int(totals[MetricName.EMITTED]) - rounds,
+        proposed=int(totals[MetricName.PROPOSED]),
+        rate_accepted=int(totals[MetricName.ACCEPTED]),
+    )
+
+
+def _observe(value: int):
+    from opentelemetry.metrics import Observation
+
+    return [Observation(value)]
