@@ -24,7 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
     from . import provider
     from .metrics import acceptance_from
     from .reference.engine import Engine, demo_prompts
-    from .summary import SummaryProcessor, TraceSummary
+    from .summary import TraceSummary, add_records
 
     # The demo's embedded default is the file exporter: no collector, no network.
     overrides = {} if "SPEC_TRACING_EXPORTER" in os.environ else {"exporter": "file"}
@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"spec-tracing demo: {exc}", file=sys.stderr)
         return 2
     summary = TraceSummary()
-    provider.current_provider().add_span_processor(SummaryProcessor(summary))
+    provider.add_record_listener(lambda records: add_records(summary, records))
 
     for prompt in demo_prompts(args.num_requests, args.seed):
         engine.add_request(prompt, args.max_new_tokens)

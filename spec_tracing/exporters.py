@@ -81,17 +81,24 @@ def _otlp_exporter(otel: Mapping[str, str]) -> SpanExporter:
     return OTLPSpanExporter()
 
 
+def check_span_exporter(settings: Settings) -> None:
+    """Fail at enable() for what the exporter process would only find later."""
+    if settings.exporter == "file":
+        try:
+            open(settings.file, "a", encoding="utf-8").close()
+        except OSError as exc:
+            raise ConfigError(
+                "SPEC_TRACING_FILE", settings.file, f"a writable file path ({exc.strerror})"
+            ) from None
+
+
 def build_span_exporter(settings: Settings) -> SpanExporter | None:
     """The exporter SPEC_TRACING_EXPORTER names, or None for `none`."""
     if settings.exporter == "otlp":
         return _otlp_exporter(settings.otel)
     if settings.exporter == "file":
-        try:
-            return OtlpJsonFileExporter(settings.file)
-        except OSError as exc:
-            raise ConfigError(
-                "SPEC_TRACING_FILE", settings.file, f"a writable file path ({exc.strerror})"
-            ) from None
+        check_span_exporter(settings)
+        return OtlpJsonFileExporter(settings.file)
     if settings.exporter == "console":
         return ConsoleSpanExporter()
     return None

@@ -10,14 +10,17 @@ first argument if it is a list or tuple); for spec_verify, `result.accepted_toke
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any
 
 import wrapt
 
+from . import hotpath
 from .hotpath import make_stage_wrapper, make_traced_function
 from .stages import RequestStage, StageConfig, get_stage
 
@@ -151,9 +154,45 @@ def trace_stage(
 
     def decorate(fn: Callable) -> Callable:
         wrapper = _build_wrapper(stage, fn, reqs, accepted, proposed, attrs)
-        return make_traced_function(fn, get_stage(stage), wrapper, _takes_self(fn))
+        traced = make_traced_function(fn, get_stage(stage), wrapper, _takes_self(fn))
+        return _StageMethod(fn, traced) if _takes_self(fn) else traced
 
     return decorate
+
+
+# owner class -> {method name: (plain function, traced function)}: what @trace_stage put on
+# classes. While tracing is off the class holds the plain function, so a disabled hook costs
+# exactly a plain call; enable() swaps in the traced one, shutdown() swaps it back.
+_decorated: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _StageMethod:
+    """What @trace_stage returns for a method: on class creation (__set_name__) it registers
+    itself and leaves the plain or the traced function on the class, by the tracing state."""
+
+    def __init__(self, fn: Callable, traced: Callable):
+        self.fn, self.traced = fn, traced
+        functools.update_wrapper(self, fn)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        _decorated.setdefault(owner, {})[name] = (self.fn, self.traced)
+        setattr(owner, name, self.traced if hotpath.LEVEL else self.fn)
+
+    # Used only if the descriptor ends up somewhere __set_name__ never ran.
+    def __get__(self, instance, owner=None):
+        return self.traced.__get__(instance, owner)
+
+    def __call__(self, *args, **kwargs):
+        return self.traced(*args, **kwargs)
+
+
+def _swap_decorated(on: bool) -> None:
+    for owner, methods in list(_decorated.items()):
+        for name, (fn, traced) in methods.items():
+            setattr(owner, name, traced if on else fn)
+
+
+hotpath._toggle_listeners.append(_swap_decorated)
 
 
 def _import_owner(path: str) -> tuple[Any, str]:
@@ -189,8 +228,10 @@ _MISSING = object()
 _originals: dict[tuple[Any, str], Any] = {}
 
 
-def _is_ours(attr: Any) -> bool:
-    # A wrapt proxy around one of our wrappers, or a function @trace_stage made.
+def _is_ours(owner: Any, name: str, attr: Any) -> bool:
+    # A wrapt proxy around one of our wrappers, or a method @trace_stage registered.
+    if isinstance(owner, type) and name in _decorated.get(owner, {}):
+        return True
     wrapper = getattr(attr, "_self_wrapper", attr)
     return getattr(wrapper, "_spec_tracing_stage", None) is not None
 
@@ -210,7 +251,7 @@ def instrument_method(
     Returns False if it was already wrapped by spec-tracing (wrapping is idempotent)."""
     owner, name = _resolve(target, method)
     current = inspect.getattr_static(owner, name)
-    if _is_ours(current):
+    if _is_ours(owner, name, current):
         return False
     fn = getattr(owner, name)
     wrapper = _build_wrapper(stage, fn, reqs, accepted, proposed, attrs)
@@ -223,7 +264,7 @@ def uninstrument_method(target: type | str, method: str | None = None) -> bool:
     """Undo `instrument_method`; the class is left exactly as it was. False if not wrapped."""
     owner, name = _resolve(target, method)
     current = inspect.getattr_static(owner, name)
-    if not _is_ours(current) or (owner, name) not in _originals:
+    if (owner, name) not in _originals or not _is_ours(owner, name, current):
         return False  # not wrapped, or wrapped by @trace_stage in the class itself
     original = _originals.pop((owner, name), _MISSING)
     if original is _MISSING:  # it was inherited: remove what wrapping put on the class

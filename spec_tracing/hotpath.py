@@ -49,12 +49,24 @@ def _freeze(values: Any) -> Any:
     return tuple(values) if type(values) is list else values
 
 
+# Called with True/False when tracing goes on/off (hooks.py swaps decorated methods).
+_toggle_listeners: list[Callable[[bool], None]] = []
+
+
+def _set_level(level: int) -> None:
+    global LEVEL
+    was_on, LEVEL = LEVEL > 0, level
+    if was_on != (level > 0):
+        for listener in _toggle_listeners:
+            listener(level > 0)
+
+
 def set_trace_level(level: int) -> None:
     """Change the trace level at run time (0 off .. 3 all). Stages above it record nothing."""
-    global LEVEL, _requested_level
+    global _requested_level
     _requested_level = _check_level(level, "set_trace_level")
     if _capacity:  # enabled: apply now
-        LEVEL = level
+        _set_level(level)
 
 
 def get_trace_level() -> int:
@@ -68,14 +80,14 @@ def get_global_tracing_enabled() -> bool:
 
 
 def _activate(queue: deque, capacity: int, level: int) -> None:
-    global LEVEL, _queue, _capacity, _requested_level
+    global _queue, _capacity, _requested_level
     _queue, _capacity, _requested_level = queue, capacity, level
-    LEVEL = level
+    _set_level(level)
 
 
 def _deactivate() -> None:
-    global LEVEL, _capacity
-    LEVEL = 0
+    global _capacity
+    _set_level(0)
     _capacity = 0
 
 

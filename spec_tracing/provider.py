@@ -1,4 +1,4 @@
-"""Switching tracing on and off: provider, exporter, recorder and materializer from Settings."""
+"""Switching tracing on and off: span output, metrics, recorder and materializer from Settings."""
 
 from __future__ import annotations
 
@@ -7,16 +7,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from . import hotpath
-from .exporters import build_span_exporter
-from .materializer import Materializer, SpanSink
+from .materializer import Materializer
 from .meters import Meters, build_meters
 from .metrics import SpecMetrics
+from .outputs import InProcessOutput, ProcessOutput, build_output
 from .recorder import Recorder
 from .settings import Settings
 from .version import __version__
@@ -27,8 +25,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Active:
     settings: Settings
-    provider: TracerProvider
-    owns_provider: bool
+    output: InProcessOutput | ProcessOutput
     materializer: Materializer
     recorder: Recorder
     meters: Meters
@@ -48,12 +45,13 @@ def enable(
     """Switch tracing on and return the settings in force.
 
     Reads the environment (SPEC_TRACING_*, OTEL_*); keyword arguments naming Settings fields
-    (level, exporter, file, queue_size, shutdown_timeout_ms) override it. A bad value raises
-    ConfigError before anything changes. Spans go to, in order of preference: `tracer_provider`;
-    a `span_exporter` (on a provider of our own); the application's global SDK TracerProvider if
-    it installed one; else a provider of our own with the exporter SPEC_TRACING_EXPORTER names.
+    (level, exporter, file, queue_size, export_process, metrics, ...) override it. A bad value
+    raises ConfigError before anything changes. Spans go to, in order of preference:
+    `tracer_provider`; a `span_exporter` (on a provider of our own); the application's global SDK
+    TracerProvider if it installed one; else the exporter SPEC_TRACING_EXPORTER names, run in a
+    separate exporter process (SPEC_TRACING_EXPORT_PROCESS).
     Metrics (unless SPEC_TRACING_METRICS=false) go to `metric_readers`, to OTLP when spans do
-    (a provider built here from SPEC_TRACING_EXPORTER=otlp), to a Prometheus endpoint when
+    (SPEC_TRACING_EXPORTER=otlp and no provider or exporter given), to a Prometheus endpoint when
     SPEC_TRACING_PROMETHEUS_PORT is set, or to the application's SDK MeterProvider.
     Calling enable() again reconfigures (the previous setup is shut down first).
     """
@@ -62,37 +60,32 @@ def enable(
     with _lock:
         if _active is not None:
             _shutdown_locked(settings.shutdown_timeout_ms)
-        provider, owns = _choose_provider(settings, tracer_provider, span_exporter)
-        otlp_metrics = owns and span_exporter is None and settings.exporter == "otlp"
+        output = build_output(settings, tracer_provider, span_exporter, __version__)
+        own_exporter = (
+            tracer_provider is None
+            and span_exporter is None
+            and (isinstance(output, ProcessOutput) or output.owned)
+        )
         try:
-            meters = build_meters(settings, metric_readers, otlp_metrics)
+            meters = build_meters(
+                settings, metric_readers, own_exporter and settings.exporter == "otlp"
+            )
         except BaseException:
-            if owns:
-                provider.shutdown()
+            output.shutdown(0.0)
             raise
-        sink = SpanSink(provider, __version__)
-        materializer = Materializer(sink)
+        materializer = Materializer(output.deliver)
         if meters.provider is not None:
             materializer.metrics = SpecMetrics(meters.provider, stats)
-        hotpath.SINK = sink
+        hotpath.SINK = output.sampler
         recorder = Recorder(materializer, settings.queue_size, settings.level)
-        _active = _Active(settings, provider, owns, materializer, recorder, meters)
+        _active = _Active(settings, output, materializer, recorder, meters)
     return settings
 
 
-def _choose_provider(settings, tracer_provider, span_exporter) -> tuple[TracerProvider, bool]:
-    if tracer_provider is not None:
-        return tracer_provider, False
-    if span_exporter is None:
-        existing = trace.get_tracer_provider()
-        if isinstance(existing, TracerProvider):
-            logger.info("spec-tracing: using the application's TracerProvider and its exporters")
-            return existing, False
-        span_exporter = build_span_exporter(settings)
-    provider = TracerProvider(resource=Resource.create())
-    if span_exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    return provider, True
+def _timeout_s(timeout_ms: int | None) -> float:
+    active = _active
+    ms = timeout_ms if timeout_ms is not None else active.settings.shutdown_timeout_ms
+    return ms / 1000
 
 
 def flush(timeout_ms: int | None = None) -> bool:
@@ -100,31 +93,40 @@ def flush(timeout_ms: int | None = None) -> bool:
     active = _active
     if active is None:
         return True
-    timeout = active.settings.shutdown_timeout_ms if timeout_ms is None else timeout_ms
-    drained = active.recorder.flush(timeout / 1000)
-    flushed = active.provider.force_flush(timeout)
-    active.meters.flush(timeout)
+    timeout = _timeout_s(timeout_ms)
+    drained = active.recorder.flush(timeout)
+    flushed = active.output.flush(timeout)
+    active.meters.flush(int(timeout * 1000))
     return flushed and drained
 
 
 def shutdown(timeout_ms: int | None = None) -> None:
-    """Stop tracing: drain the buffer, flush and (if it is ours) shut down the provider."""
+    """Stop tracing: drain the buffer, flush and shut down what enable() started."""
     with _lock:
         if _active is not None:
-            _shutdown_locked(
-                timeout_ms if timeout_ms is not None else _active.settings.shutdown_timeout_ms
-            )
+            _shutdown_locked(_timeout_s(timeout_ms) * 1000)
 
 
-def _shutdown_locked(timeout_ms: int) -> None:
+def _shutdown_locked(timeout_ms: float) -> None:
     global _active
     active, _active = _active, None
     hotpath.SINK = None
     active.recorder.shutdown(timeout_ms / 1000)
-    active.provider.force_flush(timeout_ms)
-    if active.owns_provider:
-        active.provider.shutdown()
-    active.meters.shutdown(timeout_ms)
+    active.output.shutdown(timeout_ms / 1000)
+    active.meters.shutdown(int(timeout_ms))
+
+
+def add_record_listener(listener) -> None:
+    """Also hand every batch of span records (spans.py) to `listener`, on the recorder's thread;
+    how `spec-tracing demo` summarizes a run whatever the exporter."""
+    if _active is not None:
+        deliver = _active.materializer.deliver
+
+        def both(records, _deliver=deliver):
+            listener(records)
+            _deliver(records)
+
+        _active.materializer.deliver = both
 
 
 def stats() -> dict[str, int]:
@@ -141,7 +143,7 @@ def stats() -> dict[str, int]:
     if active is not None:
         m = active.materializer
         out.update(
-            spans=m.spans,
+            spans=active.output.spans,
             invalid_events=m.invalid,
             unmatched_ends=m.unmatched,
             consumer_errors=active.recorder.consumer_errors,
@@ -154,7 +156,8 @@ def current_settings() -> Settings | None:
 
 
 def current_provider() -> TracerProvider | None:
-    return None if _active is None else _active.provider
+    """The in-process TracerProvider spans go to (None when the exporter process has it)."""
+    return None if _active is None else _active.output.provider
 
 
 def current_meter_provider():

@@ -24,9 +24,10 @@ DRAIN_INTERVAL_S = 0.02
 
 
 class Recorder:
-    """Owns the hot-path deque and the thread that hands its events to `consume`."""
+    """Owns the hot-path deque and the thread that hands its events, a drained batch at a
+    time, to `consume`."""
 
-    def __init__(self, consume: Callable[[tuple], None], capacity: int, level: int):
+    def __init__(self, consume: Callable[[list], None], capacity: int, level: int):
         self._consume = consume
         self.capacity = capacity
         self.level = level
@@ -61,16 +62,16 @@ class Recorder:
                 self._drain()
 
     def _drain(self) -> None:
-        queue, consume = self.queue, self._consume
+        queue = self.queue
         while queue:
-            event = queue.popleft()
+            events = [queue.popleft() for _ in range(len(queue))]
             try:
-                consume(event)
-            except Exception:  # never let one bad event stop the thread
+                self._consume(events)
+            except Exception:  # never let one bad batch stop the thread
                 self.consumer_errors += 1
                 if self.consumer_errors == 1:
                     logger.warning(
-                        "spec-tracing: an event could not be turned into spans; "
+                        "spec-tracing: events could not be turned into spans; "
                         "further failures are counted, not logged",
                         exc_info=True,
                     )

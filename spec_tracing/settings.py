@@ -132,6 +132,15 @@ SPEC_VARS: tuple[Var, ...] = (
         "events are dropped and counted; the engine is never blocked.",
     ),
     Var(
+        "SPEC_TRACING_EXPORT_PROCESS",
+        "export_process",
+        True,
+        parse_bool,
+        "Build and export spans in a separate process (`python -m spec_tracing.exporter_child`) "
+        "so span creation and OTLP encoding never take the engine's interpreter lock. Applies "
+        "when spec-tracing builds the exporter itself; false: a thread of the engine's process.",
+    ),
+    Var(
         "SPEC_TRACING_METRICS",
         "metrics",
         True,
@@ -257,6 +266,7 @@ class Settings:
     file: str = "spec-traces.jsonl"
     queue_size: int = 65536
     shutdown_timeout_ms: int = 5000
+    export_process: bool = True
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"

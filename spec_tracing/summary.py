@@ -1,6 +1,6 @@
 """The run summary a person reads at a glance: per-stage p50/p95, acceptance, widths.
 
-Built from spans, so the same numbers come out of a live run (SummaryProcessor on the provider)
+Built from spans, so the same numbers come out of a live run (span records, `add_records`)
 and of a captured file (`spec-tracing report`, which feeds spans read from OTLP JSON).
 """
 
@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-
 from .acceptance import Acceptance
 from .attributes import SpanAttr
+from .spans import STAGE_RECORD
 from .stages import RequestStage
 
 _ORDER = [
@@ -85,11 +84,18 @@ class TraceSummary:
         return "\n".join(lines)
 
 
-class SummaryProcessor(SpanProcessor):
-    """Feeds every finished span of a provider into a TraceSummary."""
-
-    def __init__(self, summary: TraceSummary):
-        self.summary = summary
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.summary.add(span.name, span.start_time, span.end_time, dict(span.attributes or {}))
+def add_records(summary: TraceSummary, records: list) -> None:
+    """Feed span records (spans.py) into `summary`: a live run's spans, before export."""
+    for record in records:
+        if record[0] == STAGE_RECORD:
+            _, name, batch_attrs, rows = record
+            for _, _, t0, t1, _, acc, prop in rows:
+                attrs = dict(batch_attrs)
+                if acc is not None:
+                    attrs[SpanAttr.ACCEPTED_TOKENS] = acc
+                    if prop is not None:
+                        attrs[SpanAttr.PROPOSED_TOKENS] = prop
+                summary.add(name, int(t0 * 1e9), int(t1 * 1e9), attrs)
+        else:
+            t0, t1 = record[4], record[5]
+            summary.add(RequestStage.REQUEST.name, int(t0 * 1e9), int(t1 * 1e9), record[6])

@@ -308,3 +308,24 @@ def test_full_buffer_drops_and_counts_instead_of_growing():
             set_time_batch(reqs, ReqTimeStats.set_spec_draft_start_time)
         assert len(recorder.queue) == 4
         assert spec_tracing.hotpath.dropped - before == 6
+
+
+def test_a_disabled_decorated_method_is_the_plain_function_and_enable_swaps_it():
+    plain = Worker.__dict__["draft"]
+    assert not hasattr(plain, "_spec_tracing_stage")  # off: exactly the undecorated method
+    spec_tracing.enable(exporter="none")
+    traced = Worker.__dict__["draft"]
+    assert traced._spec_tracing_stage == RequestStage.SPEC_DRAFT
+    assert traced.__wrapped__ is plain
+    spec_tracing.shutdown()
+    assert Worker.__dict__["draft"] is plain
+    set_trace_level(2)  # a level change while off swaps nothing in
+    assert Worker.__dict__["draft"] is plain
+
+
+def test_level_zero_at_run_time_swaps_the_plain_methods_back(spec_spans):
+    assert hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+    set_trace_level(0)
+    assert not hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+    set_trace_level(3)
+    assert hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
