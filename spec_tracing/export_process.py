@@ -3,7 +3,7 @@
 Creating SDK spans and encoding OTLP costs ~25-30 us per span; done on a thread of the engine's
 process it steals the engine's interpreter lock. So when spec-tracing builds the exporter itself
 (SPEC_TRACING_EXPORT_PROCESS=auto, the default), the recorder's thread only turns events into
-compact span records and pickles each drained batch down a pipe to this process, which owns the
+compact events and pickles each drained batch down a pipe to this process, which owns the
 TracerProvider, its BatchSpanProcessor and the exporter.
 
 The child is started with `python -m spec_tracing.exporter_child` (not multiprocessing), so the
@@ -19,7 +19,13 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from collections import deque
 from multiprocessing.connection import Connection
+
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from .spans import record_span_count
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +57,8 @@ class ExportProcess:
         self._out = Connection(to_child_w, readable=False)
         self._in = Connection(from_child_r, writable=False)
         self._lock = threading.Lock()
-        self.spans = 0  # as last reported by the child
-        self.lost_batches = 0
+        self.counts: dict = {}  # exported/dropped/failed spans, as last reported by the child
+        self.lost_batches = 0  # record batches the pipe refused (the child is gone)
         self._send(("settings", settings, version))
 
     def _send(self, message) -> bool:
@@ -64,10 +70,10 @@ class ExportProcess:
             self.lost_batches += 1
             return False
 
-    def deliver(self, records: list) -> None:
+    def deliver(self, events: list) -> None:
         # May block while the pipe is full: only the recorder's thread waits, the engine's
         # thread keeps appending to the bounded buffer (which drops and counts when full).
-        self._send(records)
+        self._send(events)
 
     def _request(self, message, timeout_s: float) -> tuple | None:
         if not self._send(message):
@@ -75,7 +81,7 @@ class ExportProcess:
         try:
             if self._in.poll(max(timeout_s, 0.0)):
                 reply = self._in.recv()
-                self.spans = reply[1]
+                self.counts = reply[1]
                 return reply
         except (OSError, EOFError):
             pass
@@ -96,41 +102,178 @@ class ExportProcess:
             self._proc.wait()
 
     @property
+    def spans(self) -> int:
+        return self.counts.get("exported_spans", 0)
+
+    @property
     def pid(self) -> int:
         return self._proc.pid
 
 
-def serve(conn_in: Connection, conn_out: Connection) -> None:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+class Writer:
+    """The exporter process's bounded buffer and export thread. Records wait here while the
+    exporter is slow or the collector is down; past `capacity` spans, new records are dropped
+    and counted (one warning), so memory stays bounded and the pipe keeps draining."""
 
-    from .exporters import build_span_exporter
-    from .spans import SpanSink
+    BATCH_SPANS = 4096
+
+    def __init__(self, exporter, encode, build, capacity: int):
+        self.exporter, self.encode, self.build = exporter, encode, build
+        self.capacity = capacity
+        self.queue: deque = deque()
+        self.queued = 0  # spans waiting
+        self.in_flight = 0
+        self.exported = 0
+        self.dropped = 0
+        self.failed = 0  # spans whose export the exporter reported failed
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="spec-tracing-export", daemon=True)
+        self.thread.start()
+
+    def put(self, records: list) -> None:
+        # Chunks of at most BATCH_SPANS spans, so one export request stays ~1 MB (gRPC
+        # receivers refuse messages over 4 MB by default).
+        chunk: list = []
+        count = 0
+        for record in records:
+            n = record_span_count(record)
+            if chunk and count + n > self.BATCH_SPANS:
+                self._put_chunk(chunk, count)
+                chunk, count = [], 0
+            chunk.append(record)
+            count += n
+        if chunk:
+            self._put_chunk(chunk, count)
+
+    def _put_chunk(self, records: list, count: int) -> None:
+        with self.cond:
+            if self.queued + count > self.capacity:
+                self.dropped += count
+                if self.dropped == count:
+                    logger.warning(
+                        "spec-tracing exporter: export is behind; dropping spans (counted)"
+                    )
+                return
+            self.queue.append((records, count))
+            self.queued += count
+            self.cond.notify()
+
+    def _take(self) -> tuple[list, int]:
+        with self.cond:
+            while not self.queue and not self.stopping:
+                self.cond.wait()
+            records, count = [], 0
+            while self.queue and (not count or count + self.queue[0][1] <= self.BATCH_SPANS):
+                batch, n = self.queue.popleft()
+                records.extend(batch)
+                count += n
+            self.queued -= count
+            self.in_flight = count
+            return records, count
+
+    def _run(self) -> None:
+        while True:
+            records, count = self._take()
+            if not count and self.stopping:
+                return
+            try:
+                ok = self._export(records, count)
+            except Exception:
+                logger.warning("spec-tracing exporter: export failed", exc_info=True)
+                ok = False
+            with self.cond:
+                self.in_flight = 0
+                if ok:
+                    self.exported += count
+                else:
+                    self.failed += count
+                self.cond.notify_all()
+
+    def _export(self, records: list, count: int) -> bool:
+        if self.exporter is None:
+            return True
+        payload = self.encode(records) if self.encode else self.build(records)
+        return self.exporter.export(payload) == SpanExportResult.SUCCESS
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while self.queue or self.in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def stop(self, timeout_s: float) -> None:
+        self.flush(timeout_s)
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(max(0.0, timeout_s))
+
+    def counts(self) -> dict:
+        return {
+            "exported_spans": self.exported,
+            "dropped_spans": self.dropped,
+            "failed_spans": self.failed,
+        }
+
+
+def _make_writer(settings, version: str) -> Writer:
+    from opentelemetry.sdk.resources import Resource
+
+    from .attributes import INSTRUMENTATION_SCOPE
+    from .exporters import EncodedSpans, accepts_encoded, build_span_exporter
+    from .otlp_encode import OtlpEncoder
+    from .spans import SpanBuilder
+
+    resource = Resource.create()
+    exporter = build_span_exporter(settings)
+    encode = None
+    if accepts_encoded(exporter):
+        encoder = OtlpEncoder(resource.attributes, INSTRUMENTATION_SCOPE, version)
+
+        def encode(records):
+            spans = encoder.spans(records)
+            return EncodedSpans(encoder.request(spans), len(spans))
+
+    builder = SpanBuilder(resource, version)
+    return Writer(exporter, encode, builder.build, settings.export_queue_spans)
+
+
+def serve(conn_in: Connection, conn_out: Connection) -> None:
+    """The exporter process's main loop: records in, exports out, replies to flush/stop."""
+    from .assembler import SpanAssembler
 
     _, settings, version = conn_in.recv()
-    provider = TracerProvider(resource=Resource.create())
-    exporter = build_span_exporter(settings)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    sink = SpanSink(provider, version)
+    writer = _make_writer(settings, version)
+    assembler = SpanAssembler()
     try:
         while True:
             try:
                 message = conn_in.recv()
-            except EOFError:  # the engine's process is gone
+            except EOFError:  # the engine's process is gone: export what is left, then exit
+                writer.stop(settings.shutdown_timeout_ms / 1000)
                 break
             if isinstance(message, list):
-                try:
-                    sink.write(message)
-                except Exception:
-                    logger.warning("spec-tracing exporter: bad span records", exc_info=True)
+                writer.put(assembler.feed(message))
             elif message[0] == "flush":
-                ok = provider.force_flush(message[1])
-                conn_out.send(("flushed", sink.spans, ok))
+                ok = writer.flush(message[1] / 1000)
+                conn_out.send(
+                    ("flushed", {**writer.counts(), "unmatched_ends": assembler.unmatched}, ok)
+                )
             elif message[0] == "stop":
-                ok = provider.force_flush(message[1])
-                conn_out.send(("stopped", sink.spans, ok))
+                writer.stop(message[1] / 1000)
+                conn_out.send(
+                    (
+                        "stopped",
+                        {**writer.counts(), "unmatched_ends": assembler.unmatched},
+                        not writer.queue,
+                    )
+                )
                 break
     finally:
-        provider.shutdown()
+        if writer.exporter is not None:
+            writer.exporter.shutdown()

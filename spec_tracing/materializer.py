@@ -1,9 +1,8 @@
-"""Off the engine's thread: batch events -> per-request span records, acceptance and metrics.
+"""Off the engine's thread: batch events -> compact events, acceptance and metrics.
 
-Runs on the recorder's thread in the engine's process. It owns all per-request bookkeeping (stage
-starts waiting for their end, step counters, acceptance totals) so that ReqTimeStats.summary() and
-the metrics stay in the engine's process, and it hands compact span records (spans.py) to
-`deliver`: the span sink directly, or the channel to the exporter process. Bad input (a request
+Runs on the recorder's thread in the engine's process and keeps its per-request work to a few
+attribute reads and, for verify, one acceptance update: the per-request expansion into spans is
+the assembler's (assembler.py), in the exporter process when there is one. Bad input (a request
 without time stats, counts of the wrong length, negative or non-integer counts) drops that event
 and is counted; a single warning says so.
 """
@@ -16,8 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .attributes import SpanAttr
-from .hotpath import END, FINISH, START
-from .spans import ROOT_RECORD, STAGE_RECORD
+from .hotpath import END, FINISH, SLICE, START
 from .stages import RequestStage
 from .timestats import ReqTimeStats
 
@@ -55,20 +53,25 @@ def _time_stats(req: Any) -> ReqTimeStats:
     return stats
 
 
+def _handles(stats: list) -> tuple:
+    return tuple(st.handle for st in stats if st.sampled)
+
+
 class Materializer:
-    """The recorder's consumer: events in, span records out (to `deliver`)."""
+    """The recorder's consumer: engine events in, compact events (assembler.py) out to
+    `deliver`. What stays here is what must stay in the engine's process: resolving requests,
+    checking counts, per-request acceptance (ReqTimeStats.summary) and the metrics."""
 
     def __init__(self, deliver: Callable[[list], None]):
         self.deliver = deliver
         self.invalid = 0
-        self.unmatched = 0
         self.metrics = None  # SpecMetrics, when metrics are on
 
     def __call__(self, events: list) -> None:
-        records: list = []
+        out: list = []
         for event in events:
             try:
-                self._process(event, records)
+                self._process(event, out)
             except InvalidEvent as exc:
                 self.invalid += 1
                 if self.invalid == 1:
@@ -77,60 +80,50 @@ class Materializer:
                         "counted, not logged)",
                         exc,
                     )
-        if records:
-            self.deliver(records)
+        if out:
+            self.deliver(out)
 
-    def _process(self, event: tuple, records: list) -> None:
+    def _process(self, event: tuple, out: list) -> None:
         kind, stage, t0, t1, reqs, accepted, proposed, attrs = event
         stats = [_time_stats(r) for r in reqs]
         if kind == FINISH:
-            self._finish(stats[0], t0, attrs or {}, records)
+            self._finish(stats[0], t0, attrs or {}, out)
+            return
+        name = stage.name
+        if kind == START:
+            handles = _handles(stats)
+            if handles:
+                out.append((START, name, t0, handles))
             return
         n = len(stats)
         acc = _counts(accepted, n, "accepted counts")
         prop = _counts(proposed, n, "proposed counts")
-        name = stage.name
         batch_attrs = {SpanAttr.BATCH_SIZE: n}
         if attrs:
             batch_attrs.update(attrs)
-        is_verify = name == _VERIFY and acc is not None
-        width = batch_attrs.get(SpanAttr.NUM_STEPS)
-        round_accepted: list[int] = []
-        round_proposed: list = []
-        rows = []
-        for i, st in enumerate(stats):
-            if kind == START:
-                st._open[name] = t0
-                continue
-            if kind == END:
-                st.last_times[name + ".end"] = t0
-                begin = st._open.pop(name, None)
-                if begin is None:
-                    self.unmatched += 1
-                    continue
-                end = t0
-            else:
-                begin, end = t0, t1
-            step = st._steps.get(name, 0)
-            st._steps[name] = step + 1
-            a = p = None
-            if is_verify:
-                # The width actually offered this round; the batch's width if not given per
-                # request; unknown otherwise (then it counts for accept_length only).
-                a, p = acc[i], prop[i] if prop is not None else width
+        if name == _VERIFY and acc is not None:
+            if prop is None:
+                # The width actually offered this round: the batch's, if not given per request;
+                # unknown otherwise (the round then counts for accept_length only).
+                prop = [batch_attrs.get(SpanAttr.NUM_STEPS)] * n
+            for st, a, p in zip(stats, acc, prop, strict=True):
                 st.acceptance.add(a, p)
-                round_accepted.append(a)
-                round_proposed.append(p)
-            if st.sampled:
-                rows.append((st.trace_id, st.span_id, begin, end, step, a, p))
-        if rows:
-            records.append((STAGE_RECORD, name, batch_attrs, rows))
-        if round_accepted and self.metrics is not None:
-            # Metrics count every request, sampled or not.
-            self.metrics.record_verify(round_accepted, round_proposed, batch_attrs)
+            if self.metrics is not None:  # every request counts, sampled or not
+                self.metrics.record_verify(acc, prop, batch_attrs)
+        else:
+            acc = prop = None
+        handles = _handles(stats)
+        if not handles:
+            return
+        if len(handles) < n and acc is not None:
+            keep = [i for i, st in enumerate(stats) if st.sampled]
+            acc, prop = [acc[i] for i in keep], [prop[i] for i in keep]
+        if kind == END:
+            out.append((END, name, t0, handles, acc, prop, batch_attrs))
+        else:
+            out.append((SLICE, name, t0, t1, handles, acc, prop, batch_attrs))
 
-    def _finish(self, st: ReqTimeStats, ts: float, how: dict, records: list) -> None:
-        st._open.clear()
+    def _finish(self, st: ReqTimeStats, ts: float, how: dict, out: list) -> None:
         if not st.sampled:
             return
         summary = st.acceptance.as_dict()
@@ -147,15 +140,4 @@ class Materializer:
         ):
             if summary[key] is not None:
                 attrs[attr] = summary[key]
-        records.append(
-            (
-                ROOT_RECORD,
-                st.trace_id,
-                st.span_id,
-                st.parent,
-                st.start_ts,
-                ts,
-                attrs,
-                how.get("error"),
-            )
-        )
+        out.append((FINISH, st.handle, ts, (st.parent, st.start_ts, attrs, how.get("error"))))

@@ -23,7 +23,7 @@ class MetricName:
     ACCEPTED = "spec_decode.accepted_drafts"
     EMITTED = "spec_decode.emitted_tokens"
     ACCEPTED_PER_POSITION = "spec_decode.accepted_per_position"
-    ACCEPTED_PER_ROUND = "spec_decode.accepted_per_round"
+    ROUNDS_BY_ACCEPTED = "spec_decode.rounds_by_accepted"
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
     DROPPED_EVENTS = "spec_tracing.dropped_events"
@@ -52,11 +52,13 @@ class SpecMetrics:
             "{token}",
             "Accepted draft tokens by draft position (attribute position, 0-based)",
         )
-        self._per_round = meter.create_histogram(
-            MetricName.ACCEPTED_PER_ROUND,
-            "{token}",
-            "Accepted draft tokens per verify round",
-            explicit_bucket_boundaries_advisory=[0, 1, 2, 3, 4, 5, 6, 7, 8, 12, 16],
+        # The histogram of accepted drafts per round, one bucket per exact count: the SDK's
+        # Histogram costs ~10 us per recorded round, a counter add per distinct count ~1 us.
+        self._by_accepted = meter.create_counter(
+            MetricName.ROUNDS_BY_ACCEPTED,
+            "{round}",
+            "Verify rounds by their accepted draft count (attribute accepted): the histogram "
+            "of accepted drafts per round",
         )
         self._num_steps = meter.create_gauge(
             MetricName.NUM_STEPS, "{token}", "Active draft width (chain length) per worker"
@@ -92,10 +94,14 @@ class SpecMetrics:
         self._proposed.add(sum(p for _, p in known), attrs)
         self._accepted.add(sum(a for a, _ in known), attrs)
         self._emitted.add(sum(accepted) + n, attrs)
+        by_count = Counter(accepted)
+        for a, rounds in by_count.items():
+            self._by_accepted.add(rounds, {**attrs, "accepted": a})
+        # Position i was accepted in every round that accepted more than i drafts.
         positions: Counter = Counter()
-        for a in accepted:
-            self._per_round.record(a, attrs)
-            positions.update(range(a))
+        for a, rounds in by_count.items():
+            for position in range(a):
+                positions[position] += rounds
         for position, count in positions.items():
             self._per_position.add(count, {**attrs, "position": position})
         self.set_width(

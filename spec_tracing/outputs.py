@@ -1,6 +1,6 @@
 """Where span records go: an SDK provider in this process, or the exporter process.
 
-Both have the same shape: deliver(records), flush(timeout_s), shutdown(timeout_s), `spans`
+Both have the same shape: deliver(compact events), flush(timeout_s), shutdown(timeout_s), `spans`
 (spans made so far) and `sampler` (a SpanSink whose sampler decides per request).
 """
 
@@ -10,6 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from .assembler import SpanAssembler
 from .export_process import ExportProcess
 from .exporters import build_span_exporter, check_span_exporter
 from .settings import Settings
@@ -23,11 +24,18 @@ class InProcessOutput:
         self.provider = provider
         self.owned = owned
         self.sampler = SpanSink(provider, version)
-        self.deliver = self.sampler.write
+        self.assembler = SpanAssembler()
+
+    def deliver(self, events: list) -> None:
+        self.sampler.write(self.assembler.feed(events))
 
     @property
     def spans(self) -> int:
         return self.sampler.spans
+
+    @property
+    def export_counts(self) -> dict:
+        return {"unmatched_ends": self.assembler.unmatched}
 
     def flush(self, timeout_s: float) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))
@@ -53,6 +61,15 @@ class ProcessOutput:
     @property
     def spans(self) -> int:
         return self.process.spans
+
+    @property
+    def export_counts(self) -> dict:
+        counts = self.process.counts
+        return {
+            "export_dropped_spans": counts.get("dropped_spans", 0),
+            "export_failed_spans": counts.get("failed_spans", 0),
+            "unmatched_ends": counts.get("unmatched_ends", 0),
+        }
 
     def flush(self, timeout_s: float) -> bool:
         return self.process.flush(timeout_s)

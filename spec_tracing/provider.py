@@ -11,6 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from . import hotpath
+from .assembler import SpanAssembler
 from .materializer import Materializer
 from .meters import Meters, build_meters
 from .metrics import SpecMetrics
@@ -117,21 +118,23 @@ def _shutdown_locked(timeout_ms: float) -> None:
 
 
 def add_record_listener(listener) -> None:
-    """Also hand every batch of span records (spans.py) to `listener`, on the recorder's thread;
-    how `spec-tracing demo` summarizes a run whatever the exporter."""
+    """Also hand the span records (spans.py) of everything recorded to `listener`, on the
+    recorder's thread; how `spec-tracing demo` summarizes a run whatever the exporter."""
     if _active is not None:
         deliver = _active.materializer.deliver
+        assembler = SpanAssembler()
 
-        def both(records, _deliver=deliver):
-            listener(records)
-            _deliver(records)
+        def both(events, _deliver=deliver):
+            listener(assembler.feed(events))
+            _deliver(events)
 
         _active.materializer.deliver = both
 
 
 def stats() -> dict[str, int]:
-    """Counters of the plugin itself: spans made, events dropped (buffer full), invalid events
-    (bad input), unmatched stage ends, consumer errors."""
+    """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
+    invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
+    process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
     active = _active
     out = {
         "dropped_events": hotpath.dropped,
@@ -141,13 +144,12 @@ def stats() -> dict[str, int]:
         "consumer_errors": 0,
     }
     if active is not None:
-        m = active.materializer
         out.update(
             spans=active.output.spans,
-            invalid_events=m.invalid,
-            unmatched_ends=m.unmatched,
+            invalid_events=active.materializer.invalid,
             consumer_errors=active.recorder.consumer_errors,
         )
+        out.update(active.output.export_counts)
     return out
 
 

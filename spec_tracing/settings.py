@@ -141,6 +141,14 @@ SPEC_VARS: tuple[Var, ...] = (
         "when spec-tracing builds the exporter itself; false: a thread of the engine's process.",
     ),
     Var(
+        "SPEC_TRACING_EXPORT_QUEUE_SPANS",
+        "export_queue_spans",
+        262144,
+        _int_in(1, None),
+        "Bound of the exporter process's buffer, in spans (about 300 bytes each), for when the "
+        "collector is slow or down. Past it, spans are dropped and counted.",
+    ),
+    Var(
         "SPEC_TRACING_METRICS",
         "metrics",
         True,
@@ -267,6 +275,7 @@ class Settings:
     queue_size: int = 65536
     shutdown_timeout_ms: int = 5000
     export_process: bool = True
+    export_queue_spans: int = 262144
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"

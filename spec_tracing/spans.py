@@ -34,16 +34,70 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 
 
+def record_span_count(record: tuple) -> int:
+    return len(record[3]) if record[0] == STAGE_RECORD else 1
+
+
+class SpanBuilder:
+    """Span records -> finished ReadableSpans for one resource and instrumentation scope."""
+
+    def __init__(self, resource: Any, version: str):
+        self.resource = resource
+        self.scope = InstrumentationScope(INSTRUMENTATION_SCOPE, version)
+
+    def build(self, records: list) -> list[ReadableSpan]:
+        out: list[ReadableSpan] = []
+        for record in records:
+            if record[0] == STAGE_RECORD:
+                self._stage(out, *record[1:])
+            else:
+                self._root(out, *record[1:])
+        return out
+
+    def _span(self, name, trace_id, span_id, parent, t0, t1, attributes, status=_UNSET):
+        return ReadableSpan(
+            name=name,
+            context=SpanContext(trace_id, span_id, False, _SAMPLED),
+            parent=parent,
+            resource=self.resource,
+            attributes=attributes,
+            start_time=to_epoch_ns(t0),
+            end_time=to_epoch_ns(t1),
+            instrumentation_scope=self.scope,
+            status=status,
+        )
+
+    def _stage(self, out: list, name: str, batch_attrs: dict, rows: list) -> None:
+        for trace_id, root_id, t0, t1, step, acc, prop in rows:
+            attrs = dict(batch_attrs)
+            attrs[SpanAttr.STEP] = step
+            if acc is not None:
+                attrs[SpanAttr.ACCEPTED_TOKENS] = acc
+                attrs[SpanAttr.EMITTED_TOKENS] = acc + 1
+                if prop is not None:
+                    attrs[SpanAttr.PROPOSED_TOKENS] = prop
+            parent = SpanContext(trace_id, root_id, False, _SAMPLED)
+            span_id = random.getrandbits(64) or 1
+            out.append(self._span(name, trace_id, span_id, parent, t0, t1, attrs))
+
+    def _root(self, out: list, trace_id, span_id, parent, t0, t1, attrs, error) -> None:
+        parent_ctx = None
+        if parent is not None:
+            parent_ctx = SpanContext(parent[0], parent[1], True, TraceFlags(parent[2]))
+        status = Status(StatusCode.ERROR, error) if error is not None else _UNSET
+        name = RequestStage.REQUEST.name
+        out.append(self._span(name, trace_id, span_id, parent_ctx, t0, t1, attrs, status))
+
+
 class SpanSink:
-    """Where spans go: an SDK TracerProvider's span processors. Also makes sampling decisions
-    with the provider's sampler."""
+    """Where spans go in this process: an SDK TracerProvider's span processors (on_end). Also
+    makes sampling decisions with the provider's sampler."""
 
     def __init__(self, provider: Any, version: str = ""):
         self.provider = provider
         self._processor = provider._active_span_processor
-        self._resource = provider.resource
         self._sampler = provider.sampler
-        self._scope = InstrumentationScope(INSTRUMENTATION_SCOPE, version)
+        self._builder = SpanBuilder(provider.resource, version)
         self.spans = 0
 
     def should_sample(self, ctx: Any, trace_id: int, attributes: dict) -> bool:
@@ -56,54 +110,8 @@ class SpanSink:
             logger.debug("spec-tracing: sampler failed; sampling the request", exc_info=True)
             return True
 
-    def emit(self, name, trace_id, span_id, parent, start_ns, end_ns, attributes, status=_UNSET):
-        span = ReadableSpan(
-            name=name,
-            context=SpanContext(trace_id, span_id, False, _SAMPLED),
-            parent=parent,
-            resource=self._resource,
-            attributes=attributes,
-            start_time=start_ns,
-            end_time=end_ns,
-            instrumentation_scope=self._scope,
-            status=status,
-        )
-        self._processor.on_end(span)
-        self.spans += 1
-
     def write(self, records: list) -> None:
         """Emit the spans of a list of records."""
-        for record in records:
-            if record[0] == STAGE_RECORD:
-                self._stage(*record[1:])
-            else:
-                self._root(*record[1:])
-
-    def _stage(self, name: str, batch_attrs: dict, rows: list) -> None:
-        for trace_id, root_id, t0, t1, step, acc, prop in rows:
-            attrs = dict(batch_attrs)
-            attrs[SpanAttr.STEP] = step
-            if acc is not None:
-                attrs[SpanAttr.ACCEPTED_TOKENS] = acc
-                attrs[SpanAttr.EMITTED_TOKENS] = acc + 1
-                if prop is not None:
-                    attrs[SpanAttr.PROPOSED_TOKENS] = prop
-            parent = SpanContext(trace_id, root_id, False, _SAMPLED)
-            span_id = random.getrandbits(64) or 1
-            self.emit(name, trace_id, span_id, parent, to_epoch_ns(t0), to_epoch_ns(t1), attrs)
-
-    def _root(self, trace_id, span_id, parent, t0, t1, attrs, error) -> None:
-        parent_ctx = None
-        if parent is not None:
-            parent_ctx = SpanContext(parent[0], parent[1], True, TraceFlags(parent[2]))
-        status = Status(StatusCode.ERROR, error) if error is not None else _UNSET
-        self.emit(
-            RequestStage.REQUEST.name,
-            trace_id,
-            span_id,
-            parent_ctx,
-            to_epoch_ns(t0),
-            to_epoch_ns(t1),
-            attrs,
-            status,
-        )
+        for span in self._builder.build(records):
+            self._processor.on_end(span)
+            self.spans += 1

@@ -68,13 +68,12 @@ class ReqTimeStats:
         self.attributes = dict(attributes) if attributes else {}
         self.last_times: dict[str, float] = {}
         self.finished = False
-        # Written by the materializer only.
+        # Written by the recorder's thread only.
         self.acceptance = Acceptance()
-        self._open: dict[str, float] = {}
-        self._steps: dict[str, int] = {}
         # Trace identity.
         self.trace_id = 0
         self.span_id = 0
+        self.handle = (0, 0)
         self.parent: tuple[int, int, int] | None = None  # (trace_id, span_id, flags), remote
         self.sampled = False
         sink = hotpath.SINK
@@ -91,6 +90,7 @@ class ReqTimeStats:
         else:
             self.trace_id = _random_id(128)
         self.span_id = _random_id(64)
+        self.handle = (self.trace_id, self.span_id)  # what the span assembler keys on
         self.sampled = sink.should_sample(
             ctx if ctx is not None else otel_context.get_current(), self.trace_id, self.attributes
         )
@@ -174,7 +174,7 @@ class ReqTimeStats:
     def __getstate__(self) -> dict:
         # Copies, so a materializer writing concurrently cannot break the pickle.
         state = dict(self.__dict__)
-        for key in ("attributes", "last_times", "_open", "_steps"):
+        for key in ("attributes", "last_times"):
             state[key] = dict(state[key])
         return state
 

@@ -52,7 +52,10 @@ def test_fixed_width_rounds_match_hand_computed_rate_length_and_positions(reader
     }
     assert per_position == {0: 3, 1: 2, 2: 1}  # rounds reaching each draft position
     assert t[(MetricName.EMITTED, ())] == 6 + 4  # bonus counted once per round
-    assert t[(MetricName.ACCEPTED_PER_ROUND, ())] == 4  # histogram: one sample per round
+    by_accepted = {
+        dict(k[1])["accepted"]: v for k, v in t.items() if k[0] == MetricName.ROUNDS_BY_ACCEPTED
+    }
+    assert by_accepted == {0: 1, 3: 1, 2: 1, 1: 1}  # one round each
     assert a.time_stats.summary() == {
         "accept_rate": 2 / 6,
         "accept_length": 2.0,
@@ -191,7 +194,13 @@ def test_prometheus_endpoint_reports_the_engines_own_counts(monkeypatch, worker)
         ]
         == position0
     )
-    assert scraped[("spec_decode_accepted_per_round_count", label)] == rounds
+    by_accepted = {
+        dict(k[1])["accepted"]: v
+        for k, v in scraped.items()
+        if k[0] == "spec_decode_rounds_by_accepted_total"
+    }
+    assert sum(by_accepted.values()) == rounds
+    assert sum(int(a) * n for a, n in by_accepted.items()) == accepted
     assert scraped[("spec_decode_num_steps", label)] == 3
 
 

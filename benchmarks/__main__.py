@@ -1,0 +1,78 @@
+"""`python -m benchmarks [--quick] [--json PATH]`: the four benchmarks of issue 7, each a ratio
+against a baseline measured in the same run (medians of repeats), as a table and as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from .common import machine
+from .engine import bench_engine
+from .export import bench_export
+from .hotpath import bench_disabled, bench_enabled
+
+
+def _table(results: dict) -> str:
+    d, e, g, x = (results[k] for k in ("disabled", "enabled", "engine", "export"))
+    lines = [
+        f"machine: {results['machine']['cores']} cores, Python {results['machine']['python']}",
+        "",
+        f"{'benchmark':<58}{'figure':>14}  goal",
+        f"{'1. disabled: decorated hook / bare call':<58}{d['decorated_hook_ratio']:>13.2f}x"
+        "  <= 1.5x",
+        f"{'1. disabled: set_time_batch / bare call':<58}{d['set_time_batch_ratio']:>13.2f}x"
+        "  <= 1.5x",
+    ]
+    for n in (1, 16, 64, 256):
+        row = e[n]
+        label = (
+            f"2. enabled step, batch {n}: ours {row['ours_us']:.1f} us vs SGLang-like "
+            f"{row['baseline_us']:.0f} us"
+        )
+        lines.append(
+            f"{label:<58}{row['ours_over_baseline']:>13.5f}x"
+            + ("  <= 0.002x (1/500)" if n == 256 else "")
+        )
+    lines.append(
+        f"{'2. enabled: ours batch 256 / batch 1':<58}{e['batch256_over_batch1']:>13.2f}x  <= 2x"
+    )
+    label = (
+        f"3. engine batch 64 tokens/s on/off ({g['tokens_per_s_on']:,.0f} / "
+        f"{g['tokens_per_s_off']:,.0f})"
+    )
+    lines.append(f"{label:<58}{g['on_over_off']:>13.3f}x  >= 0.97x")
+    for rate, row in x.items():
+        if rate == "goal":
+            continue
+        label = f"4. export at {rate:,} spans/s offered: delivered/s (dropped)"
+        lines.append(
+            f"{label:<58}{row['delivered_per_s']:>14,.0f}  ({row['dropped_spans']} "
+            f"dropped, {row['lost_spans']} lost)"
+        )
+    lines.append(f"{'':<58}{'':>14}  >= 100,000/s, none dropped")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="about a minute")
+    parser.add_argument("--json", default="benchmarks/results/latest.json")
+    args = parser.parse_args()
+    start = time.time()
+    results = {"machine": machine(), "quick": args.quick}
+    results["disabled"] = bench_disabled(args.quick)
+    results["enabled"] = bench_enabled(args.quick)
+    results["engine"] = bench_engine(args.quick)
+    results["export"] = bench_export(args.quick)
+    results["seconds"] = time.time() - start
+    print(_table(results))
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print(f"\n{results['seconds']:.0f} s; JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()

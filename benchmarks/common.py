@@ -1,0 +1,78 @@
+"""Shared by the benchmarks: medians of repeats, the machine, a receiver in its own process."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+
+def median_of(fn, repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+class ReceiverProcess:
+    """A real OTLP receiver (spec_tracing.receiver) in a child process, so decoding what arrives
+    does not share the measured process's interpreter lock."""
+
+    SCRIPT = """
+import sys
+from spec_tracing.receiver import OtlpReceiver
+r = OtlpReceiver(sys.argv[1]).start()
+print(r.endpoint, flush=True)
+for line in sys.stdin:
+    print(r.span_count(), flush=True)
+"""
+
+    def __init__(self, protocol: str = "grpc"):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.SCRIPT, protocol],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.endpoint = self.proc.stdout.readline().strip()
+
+    def span_count(self) -> int:
+        self.proc.stdin.write("count\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def wait_for(self, count: int, timeout_s: float) -> tuple[int, float]:
+        """(spans received, seconds waited) once `count` arrived or the timeout passed."""
+        start = time.perf_counter()
+        got = self.span_count()
+        while got < count and time.perf_counter() - start < timeout_s:
+            time.sleep(0.05)
+            got = self.span_count()
+        return got, time.perf_counter() - start
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def otlp_env(endpoint: str) -> None:
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    os.environ["OTEL_EXPORTER_OTLP_INSECURE"] = "true"
+    os.environ.pop("OTEL_EXPORTER_OTLP_PROTOCOL", None)
