@@ -74,25 +74,33 @@ class ExportProcess:
         # May block while the pipe is full: only the recorder's thread waits, the engine's
         # thread keeps appending to the bounded buffer (which drops and counts when full).
         self._send(events)
+        self._read_updates(0.0)
 
-    def _request(self, message, timeout_s: float) -> tuple | None:
-        if not self._send(message):
-            return None
+    def _read_updates(self, timeout_s: float, until: str | None = None) -> tuple | None:
+        """Take the child's messages: count updates it sends on its own, and (with `until`)
+        the reply to a request, waiting up to `timeout_s` for it."""
+        deadline = time.monotonic() + timeout_s
         try:
-            if self._in.poll(max(timeout_s, 0.0)):
-                reply = self._in.recv()
-                self.counts = reply[1]
-                return reply
+            while self._in.poll(max(0.0, deadline - time.monotonic())):
+                message = self._in.recv()
+                self.counts = message[1]
+                if until is not None and message[0] == until:
+                    return message
+                if until is None and not self._in.poll(0):
+                    return None
         except (OSError, EOFError):
             pass
         return None
 
     def flush(self, timeout_s: float) -> bool:
-        reply = self._request(("flush", int(timeout_s * 1000)), timeout_s)
+        if not self._send(("flush", int(timeout_s * 1000))):
+            return False
+        reply = self._read_updates(timeout_s + 0.5, until="flushed")
         return bool(reply and reply[2])
 
     def shutdown(self, timeout_s: float) -> None:
-        self._request(("stop", int(timeout_s * 1000)), timeout_s)
+        if self._send(("stop", int(timeout_s * 1000))):
+            self._read_updates(timeout_s + 0.5, until="stopped")
         for conn in (self._out, self._in):
             conn.close()
         try:
@@ -100,6 +108,14 @@ class ExportProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's pipe ends without a word to its process."""
+        for conn in (self._out, self._in):
+            try:
+                conn.close()
+            except OSError:
+                pass
 
     @property
     def spans(self) -> int:
@@ -117,7 +133,8 @@ class Writer:
 
     BATCH_SPANS = 4096
 
-    def __init__(self, exporter, encode, build, capacity: int):
+    def __init__(self, exporter, encode, build, capacity: int, on_loss=None):
+        self.on_loss = on_loss  # called (from any thread) when drops or failures grow
         self.exporter, self.encode, self.build = exporter, encode, build
         self.capacity = capacity
         self.queue: deque = deque()
@@ -154,10 +171,13 @@ class Writer:
                     logger.warning(
                         "spec-tracing exporter: export is behind; dropping spans (counted)"
                     )
+            else:
+                self.queue.append((records, count))
+                self.queued += count
+                self.cond.notify()
                 return
-            self.queue.append((records, count))
-            self.queued += count
-            self.cond.notify()
+        if self.on_loss is not None:
+            self.on_loss()
 
     def _take(self) -> tuple[list, int]:
         with self.cond:
@@ -189,6 +209,8 @@ class Writer:
                 else:
                     self.failed += count
                 self.cond.notify_all()
+            if not ok and self.on_loss is not None:
+                self.on_loss()
 
     def _export(self, records: list, count: int) -> bool:
         if self.exporter is None:
@@ -221,7 +243,7 @@ class Writer:
         }
 
 
-def _make_writer(settings, version: str) -> Writer:
+def _make_writer(settings, version: str, on_loss) -> Writer:
     from opentelemetry.sdk.resources import Resource
 
     from .attributes import INSTRUMENTATION_SCOPE
@@ -240,7 +262,7 @@ def _make_writer(settings, version: str) -> Writer:
             return EncodedSpans(encoder.request(spans), len(spans))
 
     builder = SpanBuilder(resource, version)
-    return Writer(exporter, encode, builder.build, settings.export_queue_spans)
+    return Writer(exporter, encode, builder.build, settings.export_queue_spans, on_loss)
 
 
 def serve(conn_in: Connection, conn_out: Connection) -> None:
@@ -248,8 +270,28 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     from .assembler import SpanAssembler
 
     _, settings, version = conn_in.recv()
-    writer = _make_writer(settings, version)
+    send_lock = threading.Lock()
+    last_update = [0.0]
     assembler = SpanAssembler()
+
+    def counts() -> dict:
+        return {**writer.counts(), "unmatched_ends": assembler.unmatched}
+
+    def reply(message) -> None:
+        with send_lock:
+            conn_out.send(message)
+
+    def on_loss() -> None:
+        # Losses reach the engine's process (stats(), metrics) within a second, unasked.
+        now = time.monotonic()
+        if now - last_update[0] >= 1.0:
+            last_update[0] = now
+            try:
+                reply(("counts", counts()))
+            except OSError:
+                pass
+
+    writer = _make_writer(settings, version, on_loss)
     try:
         while True:
             try:
@@ -261,18 +303,10 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
                 writer.put(assembler.feed(message))
             elif message[0] == "flush":
                 ok = writer.flush(message[1] / 1000)
-                conn_out.send(
-                    ("flushed", {**writer.counts(), "unmatched_ends": assembler.unmatched}, ok)
-                )
+                reply(("flushed", counts(), ok))
             elif message[0] == "stop":
                 writer.stop(message[1] / 1000)
-                conn_out.send(
-                    (
-                        "stopped",
-                        {**writer.counts(), "unmatched_ends": assembler.unmatched},
-                        not writer.queue,
-                    )
-                )
+                reply(("stopped", counts(), not writer.queue))
                 break
     finally:
         if writer.exporter is not None:

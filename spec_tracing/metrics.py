@@ -28,6 +28,8 @@ class MetricName:
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
     DROPPED_EVENTS = "spec_tracing.dropped_events"
     INVALID_EVENTS = "spec_tracing.invalid_events"
+    EXPORT_DROPPED = "spec_tracing.export_dropped_spans"
+    EXPORT_FAILED = "spec_tracing.export_failed_spans"
 
 
 class SpecMetrics:
@@ -68,18 +70,17 @@ class SpecMetrics:
         )
         self._widths: dict[str, tuple] = {}
         if stats_source is not None:
-            meter.create_observable_counter(
-                MetricName.DROPPED_EVENTS,
-                [lambda options: _observe(stats_source()["dropped_events"])],
-                "{event}",
-                "Trace events dropped because the plugin's buffer was full",
-            )
-            meter.create_observable_counter(
-                MetricName.INVALID_EVENTS,
-                [lambda options: _observe(stats_source()["invalid_events"])],
-                "{event}",
-                "Trace events dropped as invalid input (counted, never raised)",
-            )
+            for name, key, unit, doc in (
+                (MetricName.DROPPED_EVENTS, "dropped_events", "{event}",
+                 "Trace events dropped because the plugin's hot-path buffer was full"),
+                (MetricName.INVALID_EVENTS, "invalid_events", "{event}",
+                 "Trace events dropped as invalid input (counted, never raised)"),
+                (MetricName.EXPORT_DROPPED, "export_dropped_spans", "{span}",
+                 "Spans the exporter process dropped because its buffer was full"),
+                (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
+                 "Spans whose export failed (collector down or refusing)"),
+            ):  # fmt: skip
+                meter.create_observable_counter(name, [_observer(stats_source, key)], unit, doc)
 
     def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
         """One verify event: per-request accepted and proposed drafts (None: unknown, the
@@ -153,7 +154,7 @@ def acceptance_from(metrics_data) -> Acceptance:
     )
 
 
-def _observe(value: int):
+def _observer(stats_source, key: str):
     from opentelemetry.metrics import Observation
 
-    return [Observation(value)]
+    return lambda options: [Observation(stats_source().get(key, 0))]

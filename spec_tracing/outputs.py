@@ -6,6 +6,8 @@ Both have the same shape: deliver(compact events), flush(timeout_s), shutdown(ti
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -54,9 +56,17 @@ class ProcessOutput:
 
     def __init__(self, settings: Settings, version: str):
         check_span_exporter(settings)
+        self.settings, self.version = settings, version
         self.sampler = SpanSink(TracerProvider(resource=Resource.get_empty()), version)
         self.process = ExportProcess(settings, version)
-        self.deliver = self.process.deliver
+        self.pid = os.getpid()
+
+    def deliver(self, events: list) -> None:
+        if os.getpid() != self.pid:  # forked: the pipe and the process are the parent's
+            self.process.abandon()
+            self.process = ExportProcess(self.settings, self.version)
+            self.pid = os.getpid()
+        self.process.deliver(events)
 
     @property
     def spans(self) -> int:

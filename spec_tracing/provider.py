@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from .metrics import SpecMetrics
 from .outputs import InProcessOutput, ProcessOutput, build_output
 from .recorder import Recorder
 from .settings import Settings
+from .timestats import end_unfinished, forget_inherited
 from .version import __version__
 
 logger = logging.getLogger(__name__)
@@ -110,11 +112,24 @@ def shutdown(timeout_ms: int | None = None) -> None:
 
 def _shutdown_locked(timeout_ms: float) -> None:
     global _active
+    end_unfinished("tracing shut down before the request finished")
     active, _active = _active, None
     hotpath.SINK = None
     active.recorder.shutdown(timeout_ms / 1000)
     active.output.shutdown(timeout_ms / 1000)
     active.meters.shutdown(int(timeout_ms))
+
+
+def _after_fork_in_child() -> None:
+    # The parent's open requests, buffered events and exporter process stay the parent's; this
+    # process records its own from here (the recorder restarts itself, the exporter process is
+    # started anew on first use, an SDK BatchSpanProcessor re-creates its worker).
+    forget_inherited()
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def add_record_listener(listener) -> None:
@@ -142,6 +157,8 @@ def stats() -> dict[str, int]:
         "invalid_events": 0,
         "unmatched_ends": 0,
         "consumer_errors": 0,
+        "export_dropped_spans": 0,
+        "export_failed_spans": 0,
     }
     if active is not None:
         out.update(

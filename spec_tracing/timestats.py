@@ -11,6 +11,7 @@ emits the root.
 from __future__ import annotations
 
 import random
+import weakref
 from time import perf_counter
 from typing import Any
 
@@ -46,6 +47,41 @@ def _boundary(kind: int, stage: StageConfig, suffix: str):
     setter.__name__ = f"set_{stage.name}_{suffix}_time"
     setter.__doc__ = f"Mark the {suffix} of {stage.name} for this request (perf_counter seconds)."
     return setter
+
+
+_live: weakref.WeakSet = weakref.WeakSet()  # sampled, unfinished, owned here
+
+
+def _abandoned(state: dict) -> None:
+    """The engine dropped a request without finishing it: end its root span with an error."""
+    try:
+        ghost = ReqTimeStats.__new__(ReqTimeStats)
+        ghost.__dict__.update(state, finished=True)
+        if hotpath.LEVEL:
+            how = {"reason": "abandoned", "error": "request dropped without finish() or abort()"}
+            hotpath._push((FINISH, RequestStage.REQUEST, perf_counter(), None, (ghost,), None,
+                           None, how))  # fmt: skip
+    except Exception:  # a finalizer must never raise
+        pass
+
+
+def end_unfinished(reason: str) -> int:
+    """End the root span of every request still open in this process (at shutdown)."""
+    count = 0
+    for stats in list(_live):
+        if not stats.finished:
+            stats._finish(None, {"reason": "unfinished", "error": reason})
+            count += 1
+    return count
+
+
+def forget_inherited() -> None:
+    """After fork: the parent's open requests are the parent's to end."""
+    for stats in list(_live):
+        finalizer = stats.__dict__.pop("_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+    _live.clear()
 
 
 class ReqTimeStats:
@@ -94,6 +130,27 @@ class ReqTimeStats:
         self.sampled = sink.should_sample(
             ctx if ctx is not None else otel_context.get_current(), self.trace_id, self.attributes
         )
+        if self.sampled:
+            self._own()
+
+    def _own(self) -> None:
+        """Make this copy the one that ends the root span if the engine drops the request
+        without finishing it (garbage collected, or still open at shutdown)."""
+        finalizer = weakref.finalize(self, _abandoned, self._ghost_state())
+        finalizer.atexit = False
+        self._finalizer = finalizer
+        _live.add(self)
+
+    def _ghost_state(self) -> dict:
+        keep = ("rid", "start_ts", "attributes", "acceptance", "trace_id", "span_id", "handle",
+                "parent", "sampled", "last_times")  # fmt: skip
+        return {k: self.__dict__[k] for k in keep}
+
+    def _disown(self) -> None:
+        finalizer = self.__dict__.pop("_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        _live.discard(self)
 
     # Stage boundaries. Each is also accepted by set_time_batch(reqs, ReqTimeStats.<setter>).
     set_prefill_start_time = _boundary(START, RequestStage.PREFILL, "start")
@@ -154,6 +211,7 @@ class ReqTimeStats:
         if self.finished:
             return
         self.finished = True
+        self._disown()
         if hotpath.LEVEL and self.sampled:
             ts = perf_counter() if ts is None else ts
             hotpath._push((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
@@ -172,11 +230,18 @@ class ReqTimeStats:
         return self.acceptance.as_dict()
 
     def __getstate__(self) -> dict:
-        # Copies, so a materializer writing concurrently cannot break the pickle.
+        # Pickling hands the trace over: the unpickled copy (in the scheduler process, say) is
+        # the one that ends it if the request is dropped; this one no longer does.
+        self._disown()
         state = dict(self.__dict__)
         for key in ("attributes", "last_times"):
             state[key] = dict(state[key])
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.sampled and not self.finished:
+            self._own()
 
     def __repr__(self) -> str:
         return (

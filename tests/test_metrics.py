@@ -139,10 +139,11 @@ def test_dropped_events_are_a_metric():
     reader = InMemoryMetricReader()
     spec_tracing.enable(exporter="none", metric_readers=[reader], queue_size=2)
     recorder = spec_tracing.provider._active.recorder
+    req = Req(0)
     with recorder._lock:
         before = spec_tracing.hotpath.dropped
         for _ in range(5):
-            set_time_batch([Req(0)], ReqTimeStats.set_spec_draft_start_time)
+            set_time_batch([req], ReqTimeStats.set_spec_draft_start_time)
     t = totals(reader)
     assert t[(MetricName.DROPPED_EVENTS, ())] == before + 3
 
