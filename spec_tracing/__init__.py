@@ -5,6 +5,12 @@ opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages w
 `@trace_stage` or `set_time_batch`.
 """
 
+# Before any TracerProvider exists: the SDK's TracerProvider at-fork handler submits to a thread
+# pool in the child, which deadlocks on concurrent.futures' global lock (held across fork by that
+# module's own at-fork hook) whenever concurrent.futures.thread was first imported after the
+# provider was made (at-fork handlers run in registration order). Importing it first fixes order.
+import concurrent.futures.thread  # noqa: F401, I001
+
 from .hooks import instrument_method, trace_stage, uninstrument_method
 from .hotpath import (
     get_global_tracing_enabled,

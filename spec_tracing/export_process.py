@@ -143,6 +143,7 @@ class Writer:
         self.exported = 0
         self.dropped = 0
         self.failed = 0  # spans whose export the exporter reported failed
+        self.failing = False
         self.cond = threading.Condition()
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="spec-tracing-export", daemon=True)
@@ -199,9 +200,17 @@ class Writer:
                 return
             try:
                 ok = self._export(records, count)
-            except Exception:
-                logger.warning("spec-tracing exporter: export failed", exc_info=True)
-                ok = False
+            except Exception as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            else:
+                why = "the collector did not accept it"
+            # One warning per outage, not one per batch: a collector down for an hour must not
+            # flood the engine's log. The counts say how much was lost.
+            if ok and self.failing:
+                logger.warning("spec-tracing exporter: export resumed")
+            elif not ok and not self.failing:
+                logger.warning("spec-tracing exporter: export failing (%s); counting losses", why)
+            self.failing = not ok
             with self.cond:
                 self.in_flight = 0
                 if ok:
@@ -270,6 +279,10 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     from .assembler import SpanAssembler
 
     _, settings, version = conn_in.recv()
+    # The SDK's OTLP exporters log every retry and every failed batch; while a collector is down
+    # that is a line per batch for as long as the outage lasts. The Writer warns once per outage
+    # and counts what was lost instead.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     send_lock = threading.Lock()
     last_update = [0.0]
     assembler = SpanAssembler()

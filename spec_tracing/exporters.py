@@ -114,7 +114,15 @@ def _otlp_exporter(otel: Mapping[str, str]) -> SpanExporter:
                 return ExportTraceServiceRequest.FromString(data.payload)
             return super()._translate_data(data)
 
-    return GrpcExporter()
+    # Reconnect to a restarted collector within seconds, not gRPC's default of up to 2 minutes.
+    return GrpcExporter(channel_options=_RECONNECT)
+
+
+_RECONNECT = (
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+)
 
 
 def accepts_encoded(exporter: SpanExporter | None) -> bool:

@@ -74,6 +74,12 @@ def get_trace_level() -> int:
     return LEVEL
 
 
+def recording() -> bool:
+    """True while tracing is enabled, whatever the level: a request's root must still end after
+    set_trace_level(0), or its already-recorded stage spans would have no parent."""
+    return _capacity > 0
+
+
 def get_global_tracing_enabled() -> bool:
     """True while tracing is enabled and the level is above 0."""
     return LEVEL > 0

@@ -229,6 +229,16 @@ def _sampler(name: str, raw: str) -> str:
     raise ConfigError(name, raw, "one of " + ", ".join(SAMPLERS) + " or an installed sampler")
 
 
+def _positive_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, raw, "a positive number") from None
+    if not value > 0:
+        raise ConfigError(name, raw, "a positive number")
+    return value
+
+
 def _ratio(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -250,7 +260,11 @@ OTEL_VARS: tuple[tuple[str, Callable[[str, str], Any], str], ...] = (
     ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", _headers, "Headers for traces only."),
     ("OTEL_EXPORTER_OTLP_INSECURE", parse_bool, "gRPC without TLS."),
     ("OTEL_EXPORTER_OTLP_TRACES_INSECURE", parse_bool, "gRPC without TLS, traces only."),
-    ("OTEL_EXPORTER_OTLP_TIMEOUT", _int_in(1, None), "Export timeout, ms."),
+    (
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        _positive_number,
+        "Export timeout; the Python SDK reads it in seconds (default 10).",
+    ),
     ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", _protocol, "Protocol for metrics only."),
     ("OTEL_METRIC_EXPORT_INTERVAL", _int_in(1, None), "Metrics export interval, ms."),
     ("OTEL_SERVICE_NAME", _text, "service.name of the resource."),

@@ -57,7 +57,7 @@ def _abandoned(state: dict) -> None:
     try:
         ghost = ReqTimeStats.__new__(ReqTimeStats)
         ghost.__dict__.update(state, finished=True)
-        if hotpath.LEVEL:
+        if hotpath.recording():
             how = {"reason": "abandoned", "error": "request dropped without finish() or abort()"}
             hotpath._push((FINISH, RequestStage.REQUEST, perf_counter(), None, (ghost,), None,
                            None, how))  # fmt: skip
@@ -212,7 +212,7 @@ class ReqTimeStats:
             return
         self.finished = True
         self._disown()
-        if hotpath.LEVEL and self.sampled:
+        if self.sampled and hotpath.recording():
             ts = perf_counter() if ts is None else ts
             hotpath._push((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
 

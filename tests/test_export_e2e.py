@@ -132,8 +132,10 @@ def test_metrics_go_over_otlp_next_to_the_traces(monkeypatch, protocol, otel_pro
     # The requests were never finished: shutdown ends their roots, with an error status.
     roots = [s for s in spans if s.name == "spec_request"]
     assert len(spans) == 9 and len(roots) == 3
-    assert all(s.status_code == 2 and s.attributes["spec_request.finish_reason"] == "unfinished"
-               for s in roots)
+    assert all(
+        s.status_code == 2 and s.attributes["spec_request.finish_reason"] == "unfinished"
+        for s in roots
+    )
     assert values[("spec_decode.verify_rounds", ())] == 3
     assert values[("spec_decode.proposed_drafts", ())] == 12
     assert values[("spec_decode.accepted_drafts", ())] == 5
