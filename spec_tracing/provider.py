@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
@@ -130,6 +131,19 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _at_exit() -> None:
+    # Applications rarely call shutdown(): what is still buffered (the last steps, the root
+    # spans of requests that just finished) is flushed at interpreter exit, bounded by
+    # SPEC_TRACING_SHUTDOWN_TIMEOUT_MS, as the OpenTelemetry SDK does for its own providers.
+    try:
+        shutdown()
+    except Exception:  # exit must go on whatever happens here
+        pass
+
+
+atexit.register(_at_exit)
 
 
 def add_record_listener(listener) -> None:

@@ -14,9 +14,22 @@ from collections.abc import Collection
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from .. import provider
+from ..hotpath import get_global_tracing_enabled
 from ..settings import ConfigError, parse_bool
 
 logger = logging.getLogger(__name__)
+
+
+def enable_from_environment(tracer_provider=None) -> None:
+    """Switch tracing on if SPEC_TRACING_ENABLED says so and it is not on already (each engine
+    instrumentor calls this; the first one to run switches it on)."""
+    if get_global_tracing_enabled():
+        return
+    try:
+        if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
+            provider.enable(tracer_provider=tracer_provider)
+    except ConfigError as exc:
+        logger.error("spec-tracing stays off: %s", exc)
 
 
 class SpecTracingInstrumentor(BaseInstrumentor):
@@ -24,12 +37,7 @@ class SpecTracingInstrumentor(BaseInstrumentor):
         return ()
 
     def _instrument(self, **kwargs) -> None:
-        try:
-            if not parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
-                return
-            provider.enable(tracer_provider=kwargs.get("tracer_provider"))
-        except ConfigError as exc:
-            logger.error("spec-tracing stays off: %s", exc)
+        enable_from_environment(kwargs.get("tracer_provider"))
 
     def _uninstrument(self, **kwargs) -> None:
         provider.shutdown()
