@@ -91,9 +91,16 @@ def _where(settings) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .otlp_json import TraceFileError, read_spans
-    from .summary import TraceSummary
+    import json
+    import logging
 
+    from .html_report import render_html
+    from .jaeger_json import to_jaeger
+    from .otlp_json import TraceFileError, read_spans
+    from .stages import RequestStage
+    from .summary import TraceSummary, render_requests
+
+    logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
     try:
         spans = read_spans(args.file)
     except TraceFileError as exc:
@@ -102,7 +109,24 @@ def _report(args: argparse.Namespace) -> int:
     summary = TraceSummary()
     for s in spans:
         summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
-    print(summary.render())
+    text = summary.render()
+    print(text)
+    if args.requests:
+        print()
+        print(render_requests([s for s in spans if s.name == RequestStage.REQUEST.name]))
+    outputs = []
+    if args.html:
+        outputs.append((args.html, lambda: render_html(spans, text, os.path.basename(args.file))))
+    if args.jaeger_json:
+        outputs.append((args.jaeger_json, lambda: json.dumps(to_jaeger(spans))))
+    for path, render in outputs:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(render())
+        except OSError as exc:
+            print(f"spec-tracing report: cannot write {path} ({exc.strerror})", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
     return 0
 
 
@@ -148,7 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
     report = sub.add_parser("report", help="summarize an OTLP JSON trace file")
-    report.add_argument("file")
+    report.add_argument("file", help="OTLP JSON lines (ours or the Collector file exporter's)")
+    report.add_argument("--requests", action="store_true", help="also one line per request")
+    report.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="write a self-contained page: waterfall per request, "
+        "acceptance over time (no network needed to view it)",
+    )
+    report.add_argument(
+        "--jaeger-json",
+        metavar="OUT.json",
+        help="write the traces as JSON that Jaeger's UI accepts for upload (Search > JSON File)",
+    )
     report.set_defaults(run=_report)
     return parser
 

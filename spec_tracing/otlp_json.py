@@ -46,6 +46,10 @@ def _spans_of(doc: object, where: str) -> Iterator[SpanRecord]:
         raise TraceFileError(f"{where}: not an OTLP trace export request (no resourceSpans)")
     try:
         for rs in doc["resourceSpans"]:
+            resource = {
+                a["key"]: _any_value(a.get("value", {}))
+                for a in rs.get("resource", {}).get("attributes", [])
+            }
             for ss in rs.get("scopeSpans", []):
                 for s in ss.get("spans", []):
                     yield SpanRecord(
@@ -57,6 +61,7 @@ def _spans_of(doc: object, where: str) -> Iterator[SpanRecord]:
                         int(s["endTimeUnixNano"]),
                         {a["key"]: _any_value(a.get("value", {})) for a in s.get("attributes", [])},
                         int(s.get("status", {}).get("code", 0)),
+                        resource,
                     )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TraceFileError(f"{where}: malformed span ({type(exc).__name__}: {exc})") from None

@@ -99,3 +99,24 @@ def add_records(summary: TraceSummary, records: list) -> None:
         else:
             t0, t1 = record[4], record[5]
             summary.add(RequestStage.REQUEST.name, int(t0 * 1e9), int(t1 * 1e9), record[6])
+
+
+def render_requests(roots) -> str:
+    """One line per request root span (SpanRecords): duration, rounds, acceptance, outcome."""
+    lines = [
+        f"{'request':<24}{'ms':>10}{'rounds':>8}{'accepted':>10}{'proposed':>10}"
+        f"{'rate':>8}{'length':>8}  outcome"
+    ]
+    for root in sorted(roots, key=lambda r: r.start_ns):
+        a = root.attributes
+        rate, length = a.get(SpanAttr.ACCEPT_RATE), a.get(SpanAttr.ACCEPT_LENGTH)
+        outcome = a.get(SpanAttr.FINISH_REASON, "")
+        lines.append(
+            f"{str(a.get(SpanAttr.REQUEST_ID, root.span_id)):<24}"
+            f"{(root.end_ns - root.start_ns) / 1e6:>10.1f}"
+            f"{a.get(SpanAttr.VERIFY_ROUNDS, 0):>8}{a.get(SpanAttr.TOTAL_ACCEPTED, 0):>10}"
+            f"{a.get(SpanAttr.TOTAL_PROPOSED, 0):>10}"
+            f"{'n/a' if rate is None else format(rate, '.3f'):>8}"
+            f"{'n/a' if length is None else format(length, '.3f'):>8}  {outcome}"
+        )
+    return "\n".join(lines)
