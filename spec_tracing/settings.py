@@ -182,9 +182,15 @@ SPEC_VARS: tuple[Var, ...] = (
 
 
 def _url(name: str, raw: str) -> str:
-    parsed = urlparse(raw.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(name, raw, "a URL with scheme http or https and a host")
+    text = raw.strip()
+    # "host:port" without a scheme is what the SDK's gRPC exporter (and vLLM's
+    # --otlp-traces-endpoint) also accept: TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
+    parsed = urlparse(text if "://" in text else "//" + text)
+    schemeless_with_path = not parsed.scheme and (parsed.path or parsed.query)
+    if parsed.scheme not in ("http", "https", "") or not parsed.hostname or schemeless_with_path:
+        raise ConfigError(
+            name, raw, "a URL with scheme http or https and a host, or host:port (gRPC)"
+        )
     try:
         parsed.port  # noqa: B018 - raises on a non-numeric port
     except ValueError:

