@@ -43,6 +43,8 @@ def _table(results: dict) -> str:
         f"{g['tokens_per_s_off']:,.0f})"
     )
     lines.append(f"{label:<58}{g['on_over_off']:>13.3f}x  >= 0.97x")
+    label = "3. engine thread CPU per token, off/on"
+    lines.append(f"{label:<58}{g['thread_cpu_off_over_on']:>13.3f}x")
     for rate, row in x.items():
         if rate == "goal":
             continue

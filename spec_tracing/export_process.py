@@ -279,6 +279,8 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     from .assembler import SpanAssembler
 
     _, settings, version = conn_in.recv()
+    if settings.export_nice:
+        os.nice(settings.export_nice)
     # The SDK's OTLP exporters log every retry and every failed batch; while a collector is down
     # that is a line per batch for as long as the outage lasts. The Writer warns once per outage
     # and counts what was lost instead.

@@ -149,6 +149,15 @@ SPEC_VARS: tuple[Var, ...] = (
         "collector is slow or down. Past it, spans are dropped and counted.",
     ),
     Var(
+        "SPEC_TRACING_EXPORT_NICE",
+        "export_nice",
+        10,
+        _int_in(0, 19),
+        "Niceness added to the exporter process (0..19, 0: none), so that when cores are "
+        "contended the scheduler runs the engine first; a starved exporter drops and counts "
+        "spans instead of slowing the engine.",
+    ),
+    Var(
         "SPEC_TRACING_METRICS",
         "metrics",
         True,
@@ -296,6 +305,7 @@ class Settings:
     shutdown_timeout_ms: int = 5000
     export_process: bool = True
     export_queue_spans: int = 262144
+    export_nice: int = 10
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
