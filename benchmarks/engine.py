@@ -3,6 +3,8 @@ a real receiver in another process) vs off, at batch 64."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 
@@ -13,47 +15,90 @@ from spec_tracing.reference.engine import Engine, demo_prompts
 
 from .common import ReceiverProcess, otlp_env
 
+ENGINE_CPU = 0
+CORES = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())
+
+
+def _can_pin() -> bool:
+    return ENGINE_CPU in CORES and len(CORES) > 1
+
+
+@contextlib.contextmanager
+def _elsewhere():
+    """Processes started inside (the receiver, the exporter) get the cores other than
+    ENGINE_CPU."""
+    if not _can_pin():
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, CORES - {ENGINE_CPU})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _pin_engine_process() -> None:
+    """Every thread of this process (the engine's, and the recorder's, which only runs when it
+    holds the same interpreter lock) on ENGINE_CPU."""
+    if _can_pin():
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that just ended
+                os.sched_setaffinity(int(tid), {ENGINE_CPU})
+
 
 def _run(traced: bool, requests: int, new_tokens: int, **settings) -> tuple[float, float]:
-    """(tokens/s, the engine thread's CPU seconds per 1000 tokens)."""
+    """(tokens/s, the engine process's CPU seconds per 1000 tokens: the engine's thread and,
+    traced, the recorder thread that shares its interpreter lock)."""
     if traced:
-        spec_tracing.enable(exporter="otlp", level=3, **settings)
+        with _elsewhere():  # the exporter process
+            spec_tracing.enable(exporter="otlp", level=3, **settings)
+        _pin_engine_process()
         spec_tracing.flush()  # the exporter process is up before the clock starts
     engine = Engine("eagle", batch_size=64, num_steps=3)
     for prompt in demo_prompts(requests):
         engine.add_request(prompt, new_tokens)
-    cpu0 = time.thread_time()
+    cpu0 = time.process_time()
     engine.run()
-    cpu = time.thread_time() - cpu0
+    if traced:
+        spec_tracing.flush()  # the recorder's work for these tokens is counted
+    cpu = time.process_time() - cpu0
     if traced:
         spec_tracing.shutdown()  # every span delivered before the next run
     tokens = engine.stats.generated_tokens
     return tokens / engine.stats.elapsed_s, 1000 * cpu / tokens
 
 
+def _quartiles(values: list[float]) -> list[float]:
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return [q1, q3]
+
+
 def bench_engine(quick: bool) -> dict:
-    # One intra-op thread: the engine's thread is one core, as a GPU server's scheduler thread
-    # is; the exporter process and the receiver share the other core.
+    # One intra-op thread, and the engine's process pinned to one core: the engine's thread is
+    # one core, as a GPU server's scheduler thread is; the exporter process and the receiver
+    # share the others. Unpinned, single runs varied by +-10% as the kernel moved threads
+    # between the two cores. The recorder thread stays with the engine: it runs only while it
+    # holds the interpreter lock the engine needs, so another core buys it nothing, and there
+    # the exporter and receiver could preempt it while it holds that lock.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    requests, new_tokens = (128, 64) if quick else (256, 96)
-    repeats = 3 if quick else 7
+    # Many short pairs rather than a few long ones: on this shared machine the engine's own
+    # speed drifts by up to 10% from run to run, and adjacent runs drift together.
+    requests, new_tokens = 128, 64
+    pairs = 6 if quick else 20
     ratios, cpu_ratios, off_rates, on_rates = [], [], [], []
     try:
-        with ReceiverProcess() as receiver:
+        with _elsewhere():
+            receiver = ReceiverProcess()
+        _pin_engine_process()
+        with receiver:
             otlp_env(receiver.endpoint)
             _run(False, 16, 8)  # warm-up: model build, allocator
-            for i in range(repeats):  # pairs in ABBA order, so drift hits both sides alike
-                if i % 2:
-                    (on, on_cpu), (off, off_cpu) = (
-                        _run(True, requests, new_tokens),
-                        _run(False, requests, new_tokens),
-                    )
-                else:
-                    (off, off_cpu), (on, on_cpu) = (
-                        _run(False, requests, new_tokens),
-                        _run(True, requests, new_tokens),
-                    )
+            for i in range(pairs):  # ABBA order, so drift hits both sides alike
+                order = (True, False) if i % 2 else (False, True)
+                runs = {traced: _run(traced, requests, new_tokens) for traced in order}
+                (on, on_cpu), (off, off_cpu) = runs[True], runs[False]
                 off_rates.append(off)
                 on_rates.append(on)
                 ratios.append(on / off)
@@ -61,14 +106,22 @@ def bench_engine(quick: bool) -> dict:
             spans = receiver.span_count()
     finally:
         torch.set_num_threads(threads)
+        if _can_pin():
+            os.sched_setaffinity(0, CORES)
     return {
+        "pairs": pairs,
+        "engine_pinned_to_cpu": ENGINE_CPU if _can_pin() else None,
+        "tokens_per_pair_run": requests * new_tokens,
         "tokens_per_s_off": statistics.median(off_rates),
         "tokens_per_s_on": statistics.median(on_rates),
         "on_over_off": statistics.median(ratios),
+        "on_over_off_quartiles": _quartiles(ratios),
         "on_over_off_each": ratios,
-        # The same as CPU time of the engine's own thread: what tracing adds to that thread,
-        # without the other processes' share of the machine (exporter, receiver) in it.
-        "thread_cpu_off_over_on": statistics.median(cpu_ratios),
+        # CPU of the engine's process per token: what tracing adds to the process whose
+        # interpreter lock the engine holds, without the exporter's and receiver's share of
+        # the machine.
+        "process_cpu_off_over_on": statistics.median(cpu_ratios),
+        "process_cpu_off_over_on_quartiles": _quartiles(cpu_ratios),
         "spans_received": spans,
         "goal": "on/off >= 0.97",
     }

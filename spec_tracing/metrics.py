@@ -10,6 +10,8 @@ Instrument names below are OpenTelemetry names; Prometheus shows dots as undersc
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import Counter
 
 from .acceptance import Acceptance
@@ -33,35 +35,46 @@ class MetricName:
 
 
 class SpecMetrics:
-    """The instruments, fed one verify event (a batch) at a time by the materializer."""
+    """The instruments, fed one verify event (a batch) at a time by the materializer.
+
+    The counters are observable: a verify event adds to plain dicts here (a few microseconds
+    under one lock), and the SDK reads the totals only when a reader collects. Synchronous
+    counters cost ~11 SDK `add` calls per event (attribute hashing, locks), about a third of
+    the recorder thread's time, which it spends holding the engine process's GIL.
+    One SpecMetrics per meter provider (`for_provider`): the SDK hands back an instrument
+    registered twice under a name with its first callbacks, so a second enable() on an
+    application's provider must feed the same totals."""
+
+    _by_provider: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_provider(cls, meter_provider, stats_source=None) -> SpecMetrics:
+        metrics = cls._by_provider.get(meter_provider)
+        if metrics is None:
+            metrics = cls._by_provider[meter_provider] = cls(meter_provider, stats_source)
+        return metrics
 
     def __init__(self, meter_provider, stats_source=None):
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
-        self._rounds = meter.create_counter(
-            MetricName.VERIFY_ROUNDS, "{round}", "Verify rounds (one per request per decode step)"
-        )
-        self._proposed = meter.create_counter(
-            MetricName.PROPOSED, "{token}", "Draft tokens proposed for verification"
-        )
-        self._accepted = meter.create_counter(
-            MetricName.ACCEPTED, "{token}", "Draft tokens accepted (bonus token excluded)"
-        )
-        self._emitted = meter.create_counter(
-            MetricName.EMITTED, "{token}", "Tokens emitted by verify rounds (accepted + bonus)"
-        )
-        self._per_position = meter.create_counter(
-            MetricName.ACCEPTED_PER_POSITION,
-            "{token}",
-            "Accepted draft tokens by draft position (attribute position, 0-based)",
-        )
-        # The histogram of accepted drafts per round, one bucket per exact count: the SDK's
-        # Histogram costs ~10 us per recorded round, a counter add per distinct count ~1 us.
-        self._by_accepted = meter.create_counter(
-            MetricName.ROUNDS_BY_ACCEPTED,
-            "{round}",
-            "Verify rounds by their accepted draft count (attribute accepted): the histogram "
-            "of accepted drafts per round",
-        )
+        self._lock = threading.Lock()
+        # name -> {attribute items: cumulative total}
+        self._totals: dict[str, dict[tuple, int]] = {}
+        for name, unit, doc in (
+            (MetricName.VERIFY_ROUNDS, "{round}",
+             "Verify rounds (one per request per decode step)"),
+            (MetricName.PROPOSED, "{token}", "Draft tokens proposed for verification"),
+            (MetricName.ACCEPTED, "{token}", "Draft tokens accepted (bonus token excluded)"),
+            (MetricName.EMITTED, "{token}", "Tokens emitted by verify rounds (accepted + bonus)"),
+            (MetricName.ACCEPTED_PER_POSITION, "{token}",
+             "Accepted draft tokens by draft position (attribute position, 0-based)"),
+            # The histogram of accepted drafts per round, one bucket per exact count: an SDK
+            # Histogram costs ~10 us per recorded round.
+            (MetricName.ROUNDS_BY_ACCEPTED, "{round}",
+             "Verify rounds by their accepted draft count (attribute accepted): the histogram "
+             "of accepted drafts per round"),
+        ):  # fmt: skip
+            self._totals[name] = {}
+            meter.create_observable_counter(name, [self._observer(name)], unit, doc)
         self._num_steps = meter.create_gauge(
             MetricName.NUM_STEPS, "{token}", "Active draft width (chain length) per worker"
         )
@@ -82,29 +95,48 @@ class SpecMetrics:
             ):  # fmt: skip
                 meter.create_observable_counter(name, [_observer(stats_source, key)], unit, doc)
 
+    def _observer(self, name: str):
+        from opentelemetry.metrics import Observation
+
+        def observe(options):
+            with self._lock:
+                items = list(self._totals[name].items())
+            return [Observation(value, dict(attrs)) for attrs, value in items]
+
+        return observe
+
     def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
         """One verify event: per-request accepted and proposed drafts (None: unknown, the
         round then counts for accept_length only) of the same batch."""
-        attrs = {}
         worker = batch_attrs.get(SpanAttr.WORKER)
-        if worker is not None:
-            attrs["worker"] = str(worker)
+        attrs = (("worker", str(worker)),) if worker is not None else ()
         n = len(accepted)
         known = [(a, p) for a, p in zip(accepted, proposed, strict=True) if p is not None]
-        self._rounds.add(n, attrs)
-        self._proposed.add(sum(p for _, p in known), attrs)
-        self._accepted.add(sum(a for a, _ in known), attrs)
-        self._emitted.add(sum(accepted) + n, attrs)
         by_count = Counter(accepted)
-        for a, rounds in by_count.items():
-            self._by_accepted.add(rounds, {**attrs, "accepted": a})
         # Position i was accepted in every round that accepted more than i drafts.
         positions: Counter = Counter()
         for a, rounds in by_count.items():
             for position in range(a):
                 positions[position] += rounds
-        for position, count in positions.items():
-            self._per_position.add(count, {**attrs, "position": position})
+        adds = [
+            (MetricName.VERIFY_ROUNDS, attrs, n),
+            (MetricName.PROPOSED, attrs, sum(p for _, p in known)),
+            (MetricName.ACCEPTED, attrs, sum(a for a, _ in known)),
+            (MetricName.EMITTED, attrs, sum(accepted) + n),
+        ]
+        adds += [
+            (MetricName.ROUNDS_BY_ACCEPTED, _with(attrs, "accepted", a), rounds)
+            for a, rounds in by_count.items()
+        ]
+        adds += [
+            (MetricName.ACCEPTED_PER_POSITION, _with(attrs, "position", position), count)
+            for position, count in positions.items()
+        ]
+        totals = self._totals
+        with self._lock:
+            for name, key, value in adds:
+                series = totals[name]
+                series[key] = series.get(key, 0) + value
         self.set_width(
             str(worker) if worker is not None else "",
             batch_attrs.get(SpanAttr.NUM_STEPS),
@@ -152,6 +184,10 @@ def acceptance_from(metrics_data) -> Acceptance:
         proposed=int(totals[MetricName.PROPOSED]),
         rate_accepted=int(totals[MetricName.ACCEPTED]),
     )
+
+
+def _with(attrs: tuple, key: str, value) -> tuple:
+    return tuple(sorted((*attrs, (key, value))))
 
 
 def _observer(stats_source, key: str):

@@ -79,9 +79,11 @@ def enable(
             raise
         materializer = Materializer(output.deliver)
         if meters.provider is not None:
-            materializer.metrics = SpecMetrics(meters.provider, stats)
+            materializer.metrics = SpecMetrics.for_provider(meters.provider, stats)
         hotpath.SINK = output.sampler
-        recorder = Recorder(materializer, settings.queue_size, settings.level)
+        recorder = Recorder(
+            materializer, settings.queue_size, settings.level, settings.drain_interval_ms / 1000
+        )
         _active = _Active(settings, output, materializer, recorder, meters)
     return settings
 

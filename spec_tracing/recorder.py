@@ -20,15 +20,16 @@ from . import hotpath
 
 logger = logging.getLogger(__name__)
 
-DRAIN_INTERVAL_S = 0.02
-
 
 class Recorder:
     """Owns the hot-path deque and the thread that hands its events, a drained batch at a
     time, to `consume`."""
 
-    def __init__(self, consume: Callable[[list], None], capacity: int, level: int):
+    def __init__(
+        self, consume: Callable[[list], None], capacity: int, level: int, interval_s: float = 0.1
+    ):
         self._consume = consume
+        self.interval_s = interval_s
         self.capacity = capacity
         self.level = level
         self.consumer_errors = 0
@@ -56,7 +57,7 @@ class Recorder:
 
     def _run(self) -> None:
         while not self._stopped:
-            self._wake.wait(DRAIN_INTERVAL_S)
+            self._wake.wait(self.interval_s)
             self._wake.clear()
             with self._lock:
                 self._drain()

@@ -132,6 +132,15 @@ SPEC_VARS: tuple[Var, ...] = (
         "events are dropped and counted; the engine is never blocked.",
     ),
     Var(
+        "SPEC_TRACING_DRAIN_INTERVAL_MS",
+        "drain_interval_ms",
+        100,
+        _int_in(1, 10000),
+        "How often the recorder thread empties the hot-path buffer (flush() empties it at once). "
+        "Each wake holds the engine process's interpreter lock a while whatever it finds, so "
+        "fewer, larger drains cost the engine less: 20 ms took 2.3x the recorder CPU of 100 ms.",
+    ),
+    Var(
         "SPEC_TRACING_EXPORT_PROCESS",
         "export_process",
         True,
@@ -302,6 +311,7 @@ class Settings:
     exporter: str = "otlp"
     file: str = "spec-traces.jsonl"
     queue_size: int = 65536
+    drain_interval_ms: int = 100
     shutdown_timeout_ms: int = 5000
     export_process: bool = True
     export_queue_spans: int = 262144

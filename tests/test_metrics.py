@@ -214,3 +214,44 @@ def test_prometheus_port_in_use_is_a_config_error(monkeypatch):
             spec_tracing.enable(exporter="none")
     assert not spec_tracing.get_global_tracing_enabled()
     time.sleep(0)
+
+
+APP_PROVIDER = """
+import logging
+from conftest import Req
+from test_metrics import verify_round
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+import spec_tracing
+from spec_tracing.metrics import MetricName, metric_sums
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+logging.basicConfig(level=logging.WARNING)
+spec_tracing.enable(exporter="none")
+verify_round([Req("a"), Req("b")], [1, 2], 3)
+spec_tracing.shutdown()
+spec_tracing.enable(exporter="none")
+verify_round([Req("c")], [3], 3)
+spec_tracing.shutdown()
+sums = metric_sums(reader.get_metrics_data())
+print(sums[(MetricName.VERIFY_ROUNDS, ())], sums[(MetricName.ACCEPTED, ())])
+"""
+
+
+def test_metrics_keep_adding_up_on_the_applications_provider_across_enables(tmp_path):
+    """The SDK returns an already registered instrument with its first callbacks, so a second
+    enable() on the application's MeterProvider must feed the same totals, not new ones."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env["PYTHONPATH"] = os.path.dirname(__file__)
+    done = subprocess.run(
+        [sys.executable, "-c", APP_PROVIDER], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "6"]
+    assert "already been created" not in done.stderr  # no duplicate instrument registered

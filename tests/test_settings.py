@@ -11,6 +11,7 @@ BAD_VALUES = {
     "SPEC_TRACING_EXPORTER": "zipkin",
     "SPEC_TRACING_FILE": "   ",
     "SPEC_TRACING_QUEUE_SIZE": "0",
+    "SPEC_TRACING_DRAIN_INTERVAL_MS": "0",
     "SPEC_TRACING_SHUTDOWN_TIMEOUT_MS": "-5",
     "SPEC_TRACING_EXPORT_PROCESS": "sometimes",
     "SPEC_TRACING_EXPORT_QUEUE_SPANS": "-1",
@@ -109,3 +110,12 @@ def test_grpc_endpoint_may_be_host_and_port(monkeypatch):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "127.0.0.1:4317")
     settings = Settings.from_env()
     assert settings.otel["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == "127.0.0.1:4317"
+
+
+def test_drain_interval_reaches_the_recorder(monkeypatch):
+    monkeypatch.setenv("SPEC_TRACING_DRAIN_INTERVAL_MS", "250")
+    spec_tracing.enable(exporter="none")
+    try:
+        assert spec_tracing.provider._active.recorder.interval_s == 0.25
+    finally:
+        spec_tracing.shutdown()
