@@ -1,6 +1,9 @@
 """Metrics right by construction: hand-computed formulas, widths, Prometheus over HTTP."""
 
+import os
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -240,13 +243,9 @@ print(sums[(MetricName.VERIFY_ROUNDS, ())], sums[(MetricName.ACCEPTED, ())])
 """
 
 
-def test_metrics_keep_adding_up_on_the_applications_provider_across_enables(tmp_path):
+def test_metrics_keep_adding_up_on_the_applications_provider_across_enables():
     """The SDK returns an already registered instrument with its first callbacks, so a second
     enable() on the application's MeterProvider must feed the same totals, not new ones."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
     env["PYTHONPATH"] = os.path.dirname(__file__)
     done = subprocess.run(
