@@ -4,12 +4,19 @@ import pytest
 
 import spec_tracing
 
+TRACING_VARIABLES = ("SPEC_TRACING_", "OTEL_")
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without tracing variables, for a child process the test configures."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(TRACING_VARIABLES)}
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch):
     """Each test starts with no tracing variables set and tracing off, and ends with it off."""
     for name in list(os.environ):
-        if name.startswith(("SPEC_TRACING_", "OTEL_")):
+        if name.startswith(TRACING_VARIABLES):
             monkeypatch.delenv(name)
     yield
     spec_tracing.shutdown()

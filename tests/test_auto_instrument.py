@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import clean_env
 
 APP = """
 import spec_tracing
@@ -22,7 +23,7 @@ def _run(tmp_path, enabled):
     tool = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
     if tool is None:
         pytest.fail("opentelemetry-instrument is not installed beside this python")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    env = clean_env()
     env.update(
         SPEC_TRACING_ENABLED=enabled,
         SPEC_TRACING_EXPORTER="file",
@@ -90,7 +91,7 @@ print(sorted({m for m in sys.modules if m in heavy or m.startswith(tuple(h + "."
 
 
 def _plugins(enabled):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    env = clean_env()
     if enabled:
         env["SPEC_TRACING_ENABLED"] = enabled
     return subprocess.run(

@@ -1,6 +1,5 @@
 """The main job: the demo's trace, read back from its OTLP JSON file, matches the engine."""
 
-import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import clean_env
 
 import spec_tracing
 from spec_tracing.attributes import SpanAttr
@@ -75,7 +75,7 @@ def test_adaptive_width_changes_show_on_the_spans(tmp_path):
 
 
 def test_demo_command_prints_a_summary_and_writes_the_trace(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env = clean_env()
     out = subprocess.run(
         [
             sys.executable,
@@ -125,7 +125,7 @@ def test_demo_command_prints_a_summary_and_writes_the_trace(tmp_path):
 
 
 def test_demo_rejects_a_bad_variable_with_a_clear_message(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env = clean_env()
     env["SPEC_TRACING_LEVEL"] = "9"
     out = subprocess.run(
         [sys.executable, "-m", "spec_tracing.cli", "demo", "--quiet"],

@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import Req
+from conftest import Req, clean_env
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -246,7 +246,7 @@ print(sums[(MetricName.VERIFY_ROUNDS, ())], sums[(MetricName.ACCEPTED, ())])
 def test_metrics_keep_adding_up_on_the_applications_provider_across_enables():
     """The SDK returns an already registered instrument with its first callbacks, so a second
     enable() on the application's MeterProvider must feed the same totals, not new ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env = clean_env()
     env["PYTHONPATH"] = os.path.dirname(__file__)
     done = subprocess.run(
         [sys.executable, "-c", APP_PROVIDER], env=env, capture_output=True, text=True, timeout=120

@@ -2,9 +2,10 @@
 run, its assertions pass on right traces and fail, with the offending spans listed, on wrong
 ones; tracing is off again after each test."""
 
-import os
 import subprocess
 import sys
+
+from conftest import clean_env
 
 USER_TESTS = """
 import spec_tracing
@@ -75,7 +76,7 @@ def test_tracing_is_off_after_the_fixture():
 
 def test_plugin_assertions_in_a_users_test_run(tmp_path):
     (tmp_path / "test_user.py").write_text(USER_TESTS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env = clean_env()
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_user.py"],
         cwd=tmp_path,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import clean_env
 
 from spec_tracing.attributes import SpanAttr
 from spec_tracing.otlp_json import read_spans
@@ -25,7 +26,7 @@ CHROMIUM_FLAGS = [
 
 
 def _cli(*args, cwd=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SPEC_TRACING_", "OTEL_"))}
+    env = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "spec_tracing.cli", *args],
         cwd=cwd,

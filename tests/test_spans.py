@@ -1,10 +1,12 @@
 """Span assertions against an in-memory exporter: names, levels, parents, attributes, batching."""
 
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
-from conftest import Batch, Req
+from conftest import Batch, Req, clean_env
 
 import spec_tracing
 from spec_tracing import (
@@ -329,3 +331,48 @@ def test_level_zero_at_run_time_swaps_the_plain_methods_back(spec_spans):
     assert not hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
     set_trace_level(3)
     assert hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+
+
+ENABLE_BEFORE_HOOKS = """
+import sys
+import spec_tracing
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+spec_tracing.enable(tracer_provider=provider)
+assert "spec_tracing.hooks" not in sys.modules  # the lazy package has not loaded it yet
+from spec_tracing import ReqTimeStats, RequestStage, trace_stage
+
+class Worker:  # an engine module imported after enable()
+    @trace_stage(RequestStage.SPEC_DRAFT)
+    def draft(self, reqs):
+        return None
+
+req = ReqTimeStats(rid=1)
+Worker().draft([req])
+req.finish()
+spec_tracing.flush()
+print(sorted(s.name for s in exporter.get_finished_spans()))
+spec_tracing.shutdown()
+plain = spec_tracing.hooks._decorated[Worker]["draft"][0]
+print(Worker.__dict__["draft"] is plain)
+"""
+
+
+def test_a_class_decorated_after_enable_is_traced_and_restored_at_shutdown():
+    """The package loads hooks.py on first use, so an engine's classes may well be created
+    after enable(): they must get the traced methods, and the plain ones back at shutdown."""
+    env = clean_env()
+    done = subprocess.run(
+        [sys.executable, "-c", ENABLE_BEFORE_HOOKS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["['spec_draft', 'spec_request']", "True"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import clean_env
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -211,7 +212,7 @@ def test_under_opentelemetry_instrument(tmp_path):
     if tool is None:
         pytest.fail("opentelemetry-instrument is not installed beside this python")
     app = os.path.join(os.path.dirname(__file__), "tiny_hf.py")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    env = clean_env()
     env.update(
         SPEC_TRACING_ENABLED="1",
         SPEC_TRACING_EXPORTER="file",

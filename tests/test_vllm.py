@@ -11,6 +11,7 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import clean_env
 
 if os.environ.get("REQUIRE_VLLM"):  # scripts/test-vllm.sh: a broken install must fail, not skip
     import vllm  # noqa: F401
@@ -30,7 +31,7 @@ def model_dir(tmp_path_factory):
 
 
 def _run_app(model_dir, env_extra, traceparent=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SPEC_TRACING_"))}
+    env = clean_env()
     env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", SPEC_TRACING_ENABLED="1")
     env.update(env_extra)
     args = [sys.executable, APP, model_dir] + ([traceparent] if traceparent else [])
