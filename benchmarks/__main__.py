@@ -1,5 +1,6 @@
 """`python -m benchmarks [--quick] [--json PATH]`: the four benchmarks of issue 7, each a ratio
-against a baseline measured in the same run (medians of repeats), as a table and as JSON."""
+against a baseline measured in the same run (medians of repeats), and the memory bound under a
+collector outage (issue 8), as a table and as JSON."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .common import machine
 from .engine import bench_engine
 from .export import bench_export
 from .hotpath import bench_disabled, bench_enabled
+from .memory import bench_memory
 
 
 def _table(results: dict) -> str:
@@ -57,6 +59,15 @@ def _table(results: dict) -> str:
             f"dropped, {row['lost_spans']} lost)"
         )
     lines.append(f"{'':<58}{'':>14}  >= 100,000/s, none dropped")
+    m = results["memory"]
+    down, up = m["collector_down"], m["collector_up"]
+    label = (
+        f"5. collector down, {down['offered_spans']:,} spans: exporter RSS "
+        f"{down['exporter_rss_peak_mb']:.0f} MB (up: {up['exporter_rss_peak_mb']:.0f})"
+    )
+    lines.append(f"{label:<58}{down['exporter_rss_last_over_half']:>13.3f}x  flat once full")
+    label = f"5. collector down: engine RSS growth ({down['export_dropped_spans']:,} dropped)"
+    lines.append(f"{label:<58}{down['engine_rss_growth_mb']:>11.1f} MB")
     return "\n".join(lines)
 
 
@@ -71,6 +82,7 @@ def main() -> None:
     results["enabled"] = bench_enabled(args.quick)
     results["engine"] = bench_engine(args.quick)
     results["export"] = bench_export(args.quick)
+    results["memory"] = bench_memory(args.quick)
     results["seconds"] = time.time() - start
     print(_table(results))
     path = Path(args.json)

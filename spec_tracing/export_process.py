@@ -292,19 +292,21 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     def counts() -> dict:
         return {**writer.counts(), "unmatched_ends": assembler.unmatched}
 
-    def reply(message) -> None:
-        with send_lock:
-            conn_out.send(message)
+    def reply(message) -> bool:
+        """False when the engine's process stopped listening (it gave up waiting, or exited)."""
+        try:
+            with send_lock:
+                conn_out.send(message)
+            return True
+        except OSError:
+            return False
 
     def on_loss() -> None:
         # Losses reach the engine's process (stats(), metrics) within a second, unasked.
         now = time.monotonic()
         if now - last_update[0] >= 1.0:
             last_update[0] = now
-            try:
-                reply(("counts", counts()))
-            except OSError:
-                pass
+            reply(("counts", counts()))
 
     writer = _make_writer(settings, version, on_loss)
     try:
@@ -318,8 +320,12 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
                 writer.put(assembler.feed(message))
             elif message[0] == "flush":
                 ok = writer.flush(message[1] / 1000)
-                reply(("flushed", counts(), ok))
+                if not reply(("flushed", counts(), ok)):
+                    writer.stop(settings.shutdown_timeout_ms / 1000)
+                    break
             elif message[0] == "stop":
+                # The engine's process stops waiting after its timeout; if this took longer,
+                # the reply has nowhere to go, and that is no error.
                 writer.stop(message[1] / 1000)
                 reply(("stopped", counts(), not writer.queue))
                 break

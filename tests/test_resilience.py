@@ -254,3 +254,22 @@ def test_exporter_process_yields_the_cpu_to_the_engine(monkeypatch, nice):
         child = provider._active.output.process._proc.pid
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, child) == min(19, own + nice)
+
+
+def test_exporter_process_exits_quietly_when_the_engine_stopped_waiting_for_it():
+    """shutdown() gives up on a stuck exporter process after its timeout and closes the pipe;
+    the process's late reply then has nowhere to go, which must end it without a traceback."""
+    from multiprocessing.connection import Connection
+
+    from spec_tracing.export_process import serve
+    from spec_tracing.settings import Settings
+
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    to_child = Connection(to_child_w, readable=False)
+    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test"))
+    to_child.send([])
+    to_child.send(("stop", 0))
+    os.close(from_child_r)  # the engine's process stopped listening
+    serve(Connection(to_child_r, writable=False), Connection(from_child_w, readable=False))
+    to_child.close()
