@@ -10,6 +10,7 @@ Instrument names below are OpenTelemetry names; Prometheus shows dots as undersc
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections import Counter
@@ -57,6 +58,9 @@ class SpecMetrics:
     def __init__(self, meter_provider, stats_source=None):
         meter = meter_provider.get_meter(INSTRUMENTATION_SCOPE, __version__)
         self._lock = threading.Lock()
+        # A fork while the recorder thread holds the lock would leave the child's copy locked.
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: (m := ref()) and m._new_lock())
         # name -> {attribute items: cumulative total}
         self._totals: dict[str, dict[tuple, int]] = {}
         for name, unit, doc in (
@@ -94,6 +98,9 @@ class SpecMetrics:
                  "Spans whose export failed (collector down or refusing)"),
             ):  # fmt: skip
                 meter.create_observable_counter(name, [_observer(stats_source, key)], unit, doc)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def _observer(self, name: str):
         from opentelemetry.metrics import Observation

@@ -273,3 +273,17 @@ def test_exporter_process_exits_quietly_when_the_engine_stopped_waiting_for_it()
     os.close(from_child_r)  # the engine's process stopped listening
     serve(Connection(to_child_r, writable=False), Connection(from_child_w, readable=False))
     to_child.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_the_metrics_lock_is_held_leaves_the_child_a_free_lock():
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    spec_tracing.enable(exporter="none", metric_readers=[InMemoryMetricReader()])
+    metrics = provider._active.materializer.metrics
+    with metrics._lock:  # the recorder thread adding a verify event at the moment of fork
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if metrics._lock.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
