@@ -17,17 +17,14 @@ from .common import ReceiverProcess, otlp_env
 
 ENGINE_CPU = 0
 CORES = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())
-
-
-def _can_pin() -> bool:
-    return ENGINE_CPU in CORES and len(CORES) > 1
+PIN = ENGINE_CPU in CORES and len(CORES) > 1
 
 
 @contextlib.contextmanager
 def _elsewhere():
     """Processes started inside (the receiver, the exporter) get the cores other than
     ENGINE_CPU."""
-    if not _can_pin():
+    if not PIN:
         yield
         return
     before = os.sched_getaffinity(0)
@@ -41,7 +38,7 @@ def _elsewhere():
 def _pin_engine_process() -> None:
     """Every thread of this process (the engine's, and the recorder's, which only runs when it
     holds the same interpreter lock) on ENGINE_CPU."""
-    if _can_pin():
+    if PIN:
         for tid in os.listdir("/proc/self/task"):
             with contextlib.suppress(OSError):  # a thread that just ended
                 os.sched_setaffinity(int(tid), {ENGINE_CPU})
@@ -106,11 +103,11 @@ def bench_engine(quick: bool) -> dict:
             spans = receiver.span_count()
     finally:
         torch.set_num_threads(threads)
-        if _can_pin():
+        if PIN:
             os.sched_setaffinity(0, CORES)
     return {
         "pairs": pairs,
-        "engine_pinned_to_cpu": ENGINE_CPU if _can_pin() else None,
+        "engine_pinned_to_cpu": ENGINE_CPU if PIN else None,
         "tokens_per_pair_run": requests * new_tokens,
         "tokens_per_s_off": statistics.median(off_rates),
         "tokens_per_s_on": statistics.median(on_rates),

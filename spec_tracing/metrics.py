@@ -10,6 +10,7 @@ Instrument names below are OpenTelemetry names; Prometheus shows dots as undersc
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import weakref
@@ -78,7 +79,9 @@ class SpecMetrics:
              "of accepted drafts per round"),
         ):  # fmt: skip
             self._totals[name] = {}
-            meter.create_observable_counter(name, [self._observer(name)], unit, doc)
+            meter.create_observable_counter(
+                name, [_observer(functools.partial(self._series, name))], unit, doc
+            )
         self._num_steps = meter.create_gauge(
             MetricName.NUM_STEPS, "{token}", "Active draft width (chain length) per worker"
         )
@@ -97,20 +100,15 @@ class SpecMetrics:
                 (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
                  "Spans whose export failed (collector down or refusing)"),
             ):  # fmt: skip
-                meter.create_observable_counter(name, [_observer(stats_source, key)], unit, doc)
+                read = functools.partial(_stat, stats_source, key)
+                meter.create_observable_counter(name, [_observer(read)], unit, doc)
 
     def _new_lock(self) -> None:
         self._lock = threading.Lock()
 
-    def _observer(self, name: str):
-        from opentelemetry.metrics import Observation
-
-        def observe(options):
-            with self._lock:
-                items = list(self._totals[name].items())
-            return [Observation(value, dict(attrs)) for attrs, value in items]
-
-        return observe
+    def _series(self, name: str) -> list[tuple[tuple, int]]:
+        with self._lock:
+            return list(self._totals[name].items())
 
     def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
         """One verify event: per-request accepted and proposed drafts (None: unknown, the
@@ -197,7 +195,12 @@ def _with(attrs: tuple, key: str, value) -> tuple:
     return tuple(sorted((*attrs, (key, value))))
 
 
-def _observer(stats_source, key: str):
+def _stat(stats_source, key: str) -> list[tuple[tuple, int]]:
+    return [((), stats_source().get(key, 0))]
+
+
+def _observer(read):
+    """An observable instrument's callback; `read()` gives (attribute items, value) pairs."""
     from opentelemetry.metrics import Observation
 
-    return lambda options: [Observation(stats_source().get(key, 0))]
+    return lambda options: [Observation(value, dict(attrs)) for attrs, value in read()]

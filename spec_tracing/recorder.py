@@ -26,7 +26,7 @@ class Recorder:
     time, to `consume`."""
 
     def __init__(
-        self, consume: Callable[[list], None], capacity: int, level: int, interval_s: float = 0.1
+        self, consume: Callable[[list], None], capacity: int, level: int, interval_s: float
     ):
         self._consume = consume
         self.interval_s = interval_s

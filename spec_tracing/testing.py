@@ -50,6 +50,12 @@ def describe(spans: Iterable[ReadableSpan], limit: int = 12) -> str:
     return "\n".join(lines) or "  (no spans)"
 
 
+def _flush() -> None:
+    from .provider import flush
+
+    flush()
+
+
 def _level_of(name: str) -> int:
     try:
         return get_stage(name).level
@@ -65,9 +71,7 @@ class SpanCapture:
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         """All spans so far (after materializing what is buffered), optionally by name."""
-        from . import provider
-
-        provider.flush()
+        _flush()
         spans = list(self.exporter.get_finished_spans())
         return [s for s in spans if name is None or s.name == name]
 
@@ -83,9 +87,7 @@ class SpanCapture:
         return groups
 
     def clear(self) -> None:
-        from . import provider
-
-        provider.flush()
+        _flush()
         self.exporter.clear()
 
     def assert_every_request_has_stages(self, stages: Sequence[str]) -> None:
