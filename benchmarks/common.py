@@ -26,12 +26,12 @@ def machine() -> dict:
 
 
 class ReceiverProcess:
-    """A real OTLP receiver (spec_tracing.receiver) in a child process, so decoding what arrives
-    does not share the measured process's interpreter lock."""
+    """A real OTLP receiver (spec_tracing.testing.otlp_receiver) in a child process, so decoding
+    what arrives does not share the measured process's interpreter lock."""
 
     SCRIPT = """
 import sys
-from spec_tracing.receiver import OtlpReceiver
+from spec_tracing.testing.otlp_receiver import OtlpReceiver
 r = OtlpReceiver(sys.argv[1]).start()
 print(r.endpoint, flush=True)
 for line in sys.stdin:

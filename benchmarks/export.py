@@ -42,13 +42,13 @@ def bench_export(quick: bool) -> dict:
             spec_tracing.enable(exporter="otlp", level=3, metrics=False)
             reqs = [ReqTimeStats(rid=i) for i in range(BATCH)]
             accepted = [i % 4 for i in range(BATCH)]
-            dropped_before = spec_tracing.hotpath.dropped
+            dropped_before = spec_tracing.record.hotpath.dropped
             start = time.perf_counter()
             offered = _offer(rate, seconds, reqs, accepted)
             for req in reqs:  # their root spans are delivered too
                 req.finish()
             offered += BATCH
-            dropped = (spec_tracing.hotpath.dropped - dropped_before) * BATCH
+            dropped = (spec_tracing.record.hotpath.dropped - dropped_before) * BATCH
             spec_tracing.flush(timeout_ms=120_000)
             dropped += spec_tracing.stats().get("export_dropped_spans", 0)
             spec_tracing.shutdown(timeout_ms=120_000)

@@ -11,7 +11,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 
 import spec_tracing
 from spec_tracing import ReqTimeStats, RequestStage, set_time_batch, trace_stage
-from spec_tracing.attributes import SpanAttr
+from spec_tracing.semconv import SpanAttr
 
 from .common import median_of
 
@@ -118,7 +118,7 @@ def _measure(n: int, tracer, quick: bool) -> dict:
     spec_tracing.enable(exporter="none", export_process=False, metrics=False, level=3)
     batch = _Batch(n)
     steps = max(20, (4000 if quick else 20000) // n)
-    recorder = spec_tracing.provider._active.recorder
+    recorder = spec_tracing.lifecycle._active.recorder
 
     def ours():
         # The consumer is held so what is timed is the engine thread's own work; the buffer

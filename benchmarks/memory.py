@@ -36,7 +36,7 @@ def _run(endpoint: str, seconds: float) -> dict:
     otlp_env(endpoint)
     spec_tracing.enable(exporter="otlp", level=3, metrics=False, export_queue_spans=QUEUE_SPANS)
     spec_tracing.flush()
-    child = spec_tracing.provider._active.output.process.pid
+    child = spec_tracing.lifecycle._active.output.process.pid
     reqs = [ReqTimeStats(rid=i) for i in range(BATCH)]
     accepted = [i % 4 for i in range(BATCH)]
     engine0, child0 = _rss_mb(), _rss_mb(child)

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 from .version import __version__
 
 _EXPORTS = {
-    "hooks": ("instrument_method", "trace_stage", "uninstrument_method"),
-    "hotpath": (
+    "record.hooks": ("instrument_method", "trace_stage", "uninstrument_method"),
+    "record.hotpath": (
         "get_global_tracing_enabled",
         "get_trace_level",
         "record_batch_stage",
@@ -30,10 +30,10 @@ _EXPORTS = {
         "set_time_batch",
         "set_trace_level",
     ),
-    "provider": ("enable", "flush", "shutdown", "stats"),
+    "lifecycle": ("enable", "flush", "shutdown", "stats"),
     "settings": ("ConfigError", "Settings"),
     "stages": ("RequestStage", "StageConfig", "register_stage"),
-    "timestats": ("ReqTimeStats",),
+    "record.request_trace": ("ReqTimeStats",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -81,8 +81,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .hooks import instrument_method, trace_stage, uninstrument_method
-    from .hotpath import (
+    from .lifecycle import enable, flush, shutdown, stats
+    from .record.hooks import instrument_method, trace_stage, uninstrument_method
+    from .record.hotpath import (
         get_global_tracing_enabled,
         get_trace_level,
         record_batch_stage,
@@ -90,7 +91,6 @@ if TYPE_CHECKING:
         set_time_batch,
         set_trace_level,
     )
-    from .provider import enable, flush, shutdown, stats
+    from .record.request_trace import ReqTimeStats
     from .settings import ConfigError, Settings
     from .stages import RequestStage, StageConfig, register_stage
-    from .timestats import ReqTimeStats

@@ -21,10 +21,10 @@ def _demo(args: argparse.Namespace) -> int:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     from tqdm import tqdm
 
-    from . import provider
-    from .metrics import acceptance_from
+    from . import lifecycle
+    from .metrics.instruments import acceptance_from
     from .reference.engine import Engine, demo_prompts
-    from .summary import TraceSummary, add_records
+    from .report.summary import TraceSummary, add_records
 
     # The demo's embedded default is the file exporter: no collector, no network.
     overrides = {} if "SPEC_TRACING_EXPORTER" in os.environ else {"exporter": "file"}
@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
         if settings.exporter == "file" and os.path.exists(settings.file):
             os.remove(settings.file)  # the file holds this run only
         metric_reader = InMemoryMetricReader()
-        settings = provider.enable(metric_readers=[metric_reader], **overrides)
+        settings = lifecycle.enable(metric_readers=[metric_reader], **overrides)
         engine = Engine(
             args.worker,
             batch_size=args.batch_size,
@@ -50,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"spec-tracing demo: {exc}", file=sys.stderr)
         return 2
     summary = TraceSummary()
-    provider.add_record_listener(lambda records: add_records(summary, records))
+    lifecycle.add_record_listener(lambda records: add_records(summary, records))
 
     for prompt in demo_prompts(args.num_requests, args.seed):
         engine.add_request(prompt, args.max_new_tokens)
@@ -62,10 +62,10 @@ def _demo(args: argparse.Namespace) -> int:
         disable=args.quiet,
     ) as bar:
         engine.run(progress=bar.update)
-    provider.flush()
+    lifecycle.flush()
     # Acceptance comes from the metrics, the same counters Prometheus and OTLP receive.
     summary.acceptance = acceptance_from(metric_reader.get_metrics_data())
-    provider.shutdown()
+    lifecycle.shutdown()
 
     stats = engine.stats
     print(summary.render())
@@ -94,11 +94,11 @@ def _report(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from .html_report import render_html
-    from .jaeger_json import to_jaeger
-    from .otlp_json import TraceFileError, read_spans
+    from .report.html import render_html
+    from .report.jaeger import to_jaeger
+    from .report.otlp_json import TraceFileError, read_spans
+    from .report.summary import TraceSummary, render_requests
     from .stages import RequestStage
-    from .summary import TraceSummary, render_requests
 
     logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
     try:

@@ -145,7 +145,7 @@ SPEC_VARS: tuple[Var, ...] = (
         "export_process",
         True,
         parse_bool,
-        "Build and export spans in a separate process (`python -m spec_tracing.exporter_child`) "
+        "Build and export spans in a separate process (`python -m spec_tracing.export`) "
         "so span creation and OTLP encoding never take the engine's interpreter lock. Applies "
         "when spec-tracing builds the exporter itself; false: a thread of the engine's process.",
     ),

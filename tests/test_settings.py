@@ -116,6 +116,6 @@ def test_drain_interval_reaches_the_recorder(monkeypatch):
     monkeypatch.setenv("SPEC_TRACING_DRAIN_INTERVAL_MS", "250")
     spec_tracing.enable(exporter="none")
     try:
-        assert spec_tracing.provider._active.recorder.interval_s == 0.25
+        assert spec_tracing.lifecycle._active.recorder.interval_s == 0.25
     finally:
         spec_tracing.shutdown()

@@ -13,8 +13,8 @@ from collections.abc import Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
-from .. import provider
-from ..hotpath import get_global_tracing_enabled
+from .. import lifecycle
+from ..record.hotpath import get_global_tracing_enabled
 from ..settings import ConfigError, parse_bool
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def enable_from_environment(tracer_provider=None) -> None:
         return
     try:
         if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
-            provider.enable(tracer_provider=tracer_provider)
+            lifecycle.enable(tracer_provider=tracer_provider)
     except ConfigError as exc:
         if str(exc) not in _reported:
             _reported.add(str(exc))
@@ -46,4 +46,4 @@ class SpecTracingInstrumentor(BaseInstrumentor):
         enable_from_environment(kwargs.get("tracer_provider"))
 
     def _uninstrument(self, **kwargs) -> None:
-        provider.shutdown()
+        lifecycle.shutdown()

@@ -38,10 +38,10 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 
-from .. import hotpath
-from ..attributes import SpanAttr
+from ..record import hotpath
+from ..record.request_trace import ReqTimeStats
+from ..semconv import SpanAttr
 from ..stages import RequestStage
-from ..timestats import ReqTimeStats
 from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)

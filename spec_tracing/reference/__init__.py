@@ -5,7 +5,7 @@ It is instrumented only through the plugin's decorators (workers.py) and the req
 ReqTimeStats (engine.py).
 """
 
+from .build import build_models
 from .engine import Engine, Request, greedy_reference
-from .models import build_models
 
 __all__ = ["Engine", "Request", "build_models", "greedy_reference"]

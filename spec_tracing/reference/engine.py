@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..timestats import ReqTimeStats
+from ..record.request_trace import ReqTimeStats
 from .adaptive import AdaptiveController
-from .model import KVCache
-from .models import build_models
+from .build import build_models
+from .tiny_lm import KVCache
 from .workers import WORKERS, VerifyOutput
 
 _rids = itertools.count()

@@ -11,11 +11,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..attributes import SpanAttr
-from ..hooks import trace_stage
+from ..record.hooks import trace_stage
+from ..semconv import SpanAttr
 from ..stages import RequestStage
-from .model import KVCache, run_layers
-from .models import Models
+from .build import Models
+from .tiny_lm import KVCache, run_layers
 
 _WIDTH = {
     SpanAttr.NUM_STEPS: "self.num_steps",

@@ -1,0 +1,76 @@
+"""Compact events -> span records, where spans are built (the exporter process, or the
+recorder's thread when spans go to an in-process provider).
+
+Per-request bookkeeping that only spans need lives here, keyed by the request's handle
+(trace id, root span id): stage starts waiting for their end, and step counters. Nothing here
+touches the engine's objects, so it runs in another process as well as in this one. Requests
+that never finish are forgotten oldest-first past MAX_OPEN_REQUESTS, so state stays bounded.
+
+Compact events (materializer.py makes them):
+    (START, name, t, handles)
+    (END, name, t, handles, accepted, proposed, batch_attrs)
+    (SLICE, name, t0, t1, handles, accepted, proposed, batch_attrs)
+    (FINISH, handle, t, root_tuple)     root_tuple: (parent, t0, attrs, error)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..wire import END, FINISH, ROOT_RECORD, SLICE, STAGE_RECORD, START
+
+MAX_OPEN_REQUESTS = 1_000_000
+
+
+class SpanAssembler:
+    def __init__(self, max_open: int = MAX_OPEN_REQUESTS):
+        # handle -> [open starts by stage name, steps by stage name]
+        self._state: OrderedDict = OrderedDict()
+        self.max_open = max_open
+        self.unmatched = 0
+        self.evicted = 0
+
+    def _of(self, handle):
+        state = self._state.get(handle)
+        if state is None:
+            state = self._state[handle] = ({}, {})
+            if len(self._state) > self.max_open:
+                self._state.popitem(last=False)
+                self.evicted += 1
+        return state
+
+    def feed(self, events: list) -> list:
+        """Span records (spans.py) for a batch of compact events."""
+        records: list = []
+        for event in events:
+            kind = event[0]
+            if kind == FINISH:
+                _, handle, t, (parent, t0, attrs, error) = event
+                self._state.pop(handle, None)
+                records.append((ROOT_RECORD, handle[0], handle[1], parent, t0, t, attrs, error))
+                continue
+            if kind == START:
+                _, name, t, handles = event
+                for handle in handles:
+                    self._of(handle)[0][name] = t
+                continue
+            if kind == SLICE:
+                _, name, t0, t1, handles, acc, prop, batch_attrs = event
+            else:
+                _, name, t1, handles, acc, prop, batch_attrs = event
+            rows = []
+            for i, handle in enumerate(handles):
+                opened, steps = self._of(handle)
+                if kind == END:
+                    t0 = opened.pop(name, None)
+                    if t0 is None:
+                        self.unmatched += 1
+                        continue
+                step = steps.get(name, 0)
+                steps[name] = step + 1
+                rows.append((handle[0], handle[1], t0, t1, step,
+                             None if acc is None else acc[i],
+                             None if prop is None else prop[i]))  # fmt: skip
+            if rows:
+                records.append((STAGE_RECORD, name, batch_attrs, rows))
+        return records

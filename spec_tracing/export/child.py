@@ -1,0 +1,226 @@
+"""The exporter process's half: a bounded buffer of span records, an export thread, and the
+loop that reads compact events from the engine's process (`serve`). Runs as
+`python -m spec_tracing.export`; imports nothing from the engine side (record/)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from ..wire import record_span_count
+
+logger = logging.getLogger(__name__)
+
+
+class Writer:
+    """The exporter process's bounded buffer and export thread. Records wait here while the
+    exporter is slow or the collector is down; past `capacity` spans, new records are dropped
+    and counted (one warning), so memory stays bounded and the pipe keeps draining."""
+
+    BATCH_SPANS = 4096
+
+    def __init__(self, exporter, encode, build, capacity: int, on_loss=None):
+        self.on_loss = on_loss  # called (from any thread) when drops or failures grow
+        self.exporter, self.encode, self.build = exporter, encode, build
+        self.capacity = capacity
+        self.queue: deque = deque()
+        self.queued = 0  # spans waiting
+        self.in_flight = 0
+        self.exported = 0
+        self.dropped = 0
+        self.failed = 0  # spans whose export the exporter reported failed
+        self.failing = False
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="spec-tracing-export", daemon=True)
+        self.thread.start()
+
+    def put(self, records: list) -> None:
+        # Chunks of at most BATCH_SPANS spans, so one export request stays ~1 MB (gRPC
+        # receivers refuse messages over 4 MB by default).
+        chunk: list = []
+        count = 0
+        for record in records:
+            n = record_span_count(record)
+            if chunk and count + n > self.BATCH_SPANS:
+                self._put_chunk(chunk, count)
+                chunk, count = [], 0
+            chunk.append(record)
+            count += n
+        if chunk:
+            self._put_chunk(chunk, count)
+
+    def _put_chunk(self, records: list, count: int) -> None:
+        with self.cond:
+            if self.queued + count > self.capacity:
+                self.dropped += count
+                if self.dropped == count:
+                    logger.warning(
+                        "spec-tracing exporter: export is behind; dropping spans (counted)"
+                    )
+            else:
+                self.queue.append((records, count))
+                self.queued += count
+                self.cond.notify()
+                return
+        if self.on_loss is not None:
+            self.on_loss()
+
+    def _take(self) -> tuple[list, int]:
+        with self.cond:
+            while not self.queue and not self.stopping:
+                self.cond.wait()
+            records, count = [], 0
+            while self.queue and (not count or count + self.queue[0][1] <= self.BATCH_SPANS):
+                batch, n = self.queue.popleft()
+                records.extend(batch)
+                count += n
+            self.queued -= count
+            self.in_flight = count
+            return records, count
+
+    def _run(self) -> None:
+        while True:
+            records, count = self._take()
+            if not count and self.stopping:
+                return
+            try:
+                ok = self._export(records, count)
+            except Exception as exc:
+                ok, why = False, f"{type(exc).__name__}: {exc}"
+            else:
+                why = "the collector did not accept it"
+            # One warning per outage, not one per batch: a collector down for an hour must not
+            # flood the engine's log. The counts say how much was lost.
+            if ok and self.failing:
+                logger.warning("spec-tracing exporter: export resumed")
+            elif not ok and not self.failing:
+                logger.warning("spec-tracing exporter: export failing (%s); counting losses", why)
+            self.failing = not ok
+            with self.cond:
+                self.in_flight = 0
+                if ok:
+                    self.exported += count
+                else:
+                    self.failed += count
+                self.cond.notify_all()
+            if not ok and self.on_loss is not None:
+                self.on_loss()
+
+    def _export(self, records: list, count: int) -> bool:
+        if self.exporter is None:
+            return True
+        payload = self.encode(records) if self.encode else self.build(records)
+        return self.exporter.export(payload) == SpanExportResult.SUCCESS
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while self.queue or self.in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+        return True
+
+    def stop(self, timeout_s: float) -> None:
+        self.flush(timeout_s)
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        self.thread.join(max(0.0, timeout_s))
+
+    def counts(self) -> dict:
+        return {
+            "exported_spans": self.exported,
+            "dropped_spans": self.dropped,
+            "failed_spans": self.failed,
+        }
+
+
+def _make_writer(settings, version: str, on_loss) -> Writer:
+    from opentelemetry.sdk.resources import Resource
+
+    from ..semconv import INSTRUMENTATION_SCOPE
+    from .exporters import EncodedSpans, accepts_encoded, build_span_exporter
+    from .otlp_proto import OtlpEncoder
+    from .sdk_spans import SpanBuilder
+
+    resource = Resource.create()
+    exporter = build_span_exporter(settings)
+    encode = None
+    if accepts_encoded(exporter):
+        encoder = OtlpEncoder(resource.attributes, INSTRUMENTATION_SCOPE, version)
+
+        def encode(records):
+            spans = encoder.spans(records)
+            return EncodedSpans(encoder.request(spans), len(spans))
+
+    builder = SpanBuilder(resource, version)
+    return Writer(exporter, encode, builder.build, settings.export_queue_spans, on_loss)
+
+
+def serve(conn_in: Connection, conn_out: Connection) -> None:
+    """The exporter process's main loop: records in, exports out, replies to flush/stop."""
+    from .assembler import SpanAssembler
+
+    _, settings, version = conn_in.recv()
+    if settings.export_nice:
+        os.nice(settings.export_nice)
+    # The SDK's OTLP exporters log every retry and every failed batch; while a collector is down
+    # that is a line per batch for as long as the outage lasts. The Writer warns once per outage
+    # and counts what was lost instead.
+    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
+    send_lock = threading.Lock()
+    last_update = [0.0]
+    assembler = SpanAssembler()
+
+    def counts() -> dict:
+        return {**writer.counts(), "unmatched_ends": assembler.unmatched}
+
+    def reply(message) -> bool:
+        """False when the engine's process stopped listening (it gave up waiting, or exited)."""
+        try:
+            with send_lock:
+                conn_out.send(message)
+            return True
+        except OSError:
+            return False
+
+    def on_loss() -> None:
+        # Losses reach the engine's process (stats(), metrics) within a second, unasked.
+        now = time.monotonic()
+        if now - last_update[0] >= 1.0:
+            last_update[0] = now
+            reply(("counts", counts()))
+
+    writer = _make_writer(settings, version, on_loss)
+    try:
+        while True:
+            try:
+                message = conn_in.recv()
+            except EOFError:  # the engine's process is gone: export what is left, then exit
+                writer.stop(settings.shutdown_timeout_ms / 1000)
+                break
+            if isinstance(message, list):
+                writer.put(assembler.feed(message))
+            elif message[0] == "flush":
+                ok = writer.flush(message[1] / 1000)
+                if not reply(("flushed", counts(), ok)):
+                    writer.stop(settings.shutdown_timeout_ms / 1000)
+                    break
+            elif message[0] == "stop":
+                # The engine's process stops waiting after its timeout; if this took longer,
+                # the reply has nowhere to go, and that is no error.
+                writer.stop(message[1] / 1000)
+                reply(("stopped", counts(), not writer.queue))
+                break
+    finally:
+        if writer.exporter is not None:
+            writer.exporter.shutdown()

@@ -1,0 +1,199 @@
+"""Switching tracing on and off: span output, metrics, recorder and materializer from Settings."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from .export.assembler import SpanAssembler
+from .export.outputs import InProcessOutput, ProcessOutput, build_output
+from .metrics.instruments import SpecMetrics
+from .metrics.readers import Meters, build_meters
+from .record import hotpath
+from .record.compactor import Materializer
+from .record.recorder import Recorder
+from .record.request_trace import end_unfinished, forget_inherited
+from .settings import Settings
+from .version import __version__
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Active:
+    settings: Settings
+    output: InProcessOutput | ProcessOutput
+    materializer: Materializer
+    recorder: Recorder
+    meters: Meters
+
+
+_active: _Active | None = None
+_lock = threading.Lock()
+
+
+def enable(
+    *,
+    tracer_provider: TracerProvider | None = None,
+    span_exporter: SpanExporter | None = None,
+    metric_readers: list | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Switch tracing on and return the settings in force.
+
+    Reads the environment (SPEC_TRACING_*, OTEL_*); keyword arguments naming Settings fields
+    (level, exporter, file, queue_size, export_process, metrics, ...) override it. A bad value
+    raises ConfigError before anything changes. Spans go to, in order of preference:
+    `tracer_provider`; a `span_exporter` (on a provider of our own); the application's global SDK
+    TracerProvider if it installed one; else the exporter SPEC_TRACING_EXPORTER names, run in a
+    separate exporter process (SPEC_TRACING_EXPORT_PROCESS).
+    Metrics (unless SPEC_TRACING_METRICS=false) go to `metric_readers`, to OTLP when spans do
+    (SPEC_TRACING_EXPORTER=otlp and no provider or exporter given), to a Prometheus endpoint when
+    SPEC_TRACING_PROMETHEUS_PORT is set, or to the application's SDK MeterProvider.
+    Calling enable() again reconfigures (the previous setup is shut down first).
+    """
+    global _active
+    settings = Settings.from_env(**overrides)
+    with _lock:
+        if _active is not None:
+            _shutdown_locked(settings.shutdown_timeout_ms)
+        output = build_output(settings, tracer_provider, span_exporter, __version__)
+        own_exporter = (
+            tracer_provider is None
+            and span_exporter is None
+            and (isinstance(output, ProcessOutput) or output.owned)
+        )
+        try:
+            meters = build_meters(
+                settings, metric_readers, own_exporter and settings.exporter == "otlp"
+            )
+        except BaseException:
+            output.shutdown(0.0)
+            raise
+        materializer = Materializer(output.deliver)
+        if meters.provider is not None:
+            materializer.metrics = SpecMetrics.for_provider(meters.provider, stats)
+        hotpath.SINK = output.sink
+        recorder = Recorder(
+            materializer, settings.queue_size, settings.level, settings.drain_interval_ms / 1000
+        )
+        _active = _Active(settings, output, materializer, recorder, meters)
+    return settings
+
+
+def _timeout_s(timeout_ms: int | None) -> float:
+    active = _active
+    ms = timeout_ms if timeout_ms is not None else active.settings.shutdown_timeout_ms
+    return ms / 1000
+
+
+def flush(timeout_ms: int | None = None) -> bool:
+    """Turn everything recorded so far into spans and push them through the exporters."""
+    active = _active
+    if active is None:
+        return True
+    timeout = _timeout_s(timeout_ms)
+    drained = active.recorder.flush(timeout)
+    flushed = active.output.flush(timeout)
+    active.meters.flush(int(timeout * 1000))
+    return flushed and drained
+
+
+def shutdown(timeout_ms: int | None = None) -> None:
+    """Stop tracing: drain the buffer, flush and shut down what enable() started."""
+    with _lock:
+        if _active is not None:
+            _shutdown_locked(_timeout_s(timeout_ms) * 1000)
+
+
+def _shutdown_locked(timeout_ms: float) -> None:
+    global _active
+    end_unfinished("tracing shut down before the request finished")
+    active, _active = _active, None
+    hotpath.SINK = None
+    active.recorder.shutdown(timeout_ms / 1000)
+    active.output.shutdown(timeout_ms / 1000)
+    active.meters.shutdown(int(timeout_ms))
+
+
+def _after_fork_in_child() -> None:
+    # The parent's open requests, buffered events and exporter process stay the parent's; this
+    # process records its own from here (the recorder restarts itself, the exporter process is
+    # started anew on first use, an SDK BatchSpanProcessor re-creates its worker).
+    forget_inherited()
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _at_exit() -> None:
+    # Applications rarely call shutdown(): what is still buffered (the last steps, the root
+    # spans of requests that just finished) is flushed at interpreter exit, bounded by
+    # SPEC_TRACING_SHUTDOWN_TIMEOUT_MS, as the OpenTelemetry SDK does for its own providers.
+    try:
+        shutdown()
+    except Exception:  # exit must go on whatever happens here
+        pass
+
+
+atexit.register(_at_exit)
+
+
+def add_record_listener(listener) -> None:
+    """Also hand the span records (spans.py) of everything recorded to `listener`, on the
+    recorder's thread; how `spec-tracing demo` summarizes a run whatever the exporter."""
+    if _active is not None:
+        deliver = _active.materializer.deliver
+        assembler = SpanAssembler()
+
+        def both(events, _deliver=deliver):
+            listener(assembler.feed(events))
+            _deliver(events)
+
+        _active.materializer.deliver = both
+
+
+def stats() -> dict[str, int]:
+    """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
+    invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
+    process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
+    active = _active
+    out = {
+        "dropped_events": hotpath.dropped,
+        "spans": 0,
+        "invalid_events": 0,
+        "unmatched_ends": 0,
+        "consumer_errors": 0,
+        "export_dropped_spans": 0,
+        "export_failed_spans": 0,
+    }
+    if active is not None:
+        out.update(
+            spans=active.output.spans,
+            invalid_events=active.materializer.invalid,
+            consumer_errors=active.recorder.consumer_errors,
+        )
+        out.update(active.output.export_counts)
+    return out
+
+
+def current_settings() -> Settings | None:
+    return None if _active is None else _active.settings
+
+
+def current_provider() -> TracerProvider | None:
+    """The in-process TracerProvider spans go to (None when the exporter process has it)."""
+    return None if _active is None else _active.output.provider
+
+
+def current_meter_provider():
+    return None if _active is None else _active.meters.provider

@@ -1,0 +1,93 @@
+"""The meter provider behind the metrics: readers from settings, flush and shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import metrics as metrics_api
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+from ..settings import ConfigError, Settings
+
+
+@dataclass
+class Meters:
+    provider: Any = None  # None: metrics are off
+    owned: bool = False
+    server: Any = None  # the Prometheus HTTP server we started
+    flushable: tuple = ()  # readers a flush pushes (not Prometheus: see flush)
+
+    def flush(self, timeout_ms: int) -> None:
+        # A force_flush hands the Prometheus reader a second copy of the data, which its next
+        # scrape would show twice; so flush the other readers one by one.
+        if self.provider is None:
+            return
+        if not self.owned:
+            self.provider.force_flush(timeout_ms)
+        for reader in self.flushable:
+            reader.force_flush(timeout_ms)
+
+    def shutdown(self, timeout_ms: int) -> None:
+        self.flush(timeout_ms)
+        if self.owned:
+            self.provider.shutdown(timeout_millis=timeout_ms)
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def build_meters(settings: Settings, readers: list | None, otlp: bool) -> Meters:
+    """Metrics go to `readers`, OTLP (when `otlp`), Prometheus (when a port is set), or else
+    the application's SDK MeterProvider; with none of these, metrics are off."""
+    if not settings.metrics:
+        return Meters()
+    readers = list(readers or [])
+    existing = metrics_api.get_meter_provider()
+    if not readers and settings.prometheus_port is None and isinstance(existing, MeterProvider):
+        return Meters(existing, owned=False)
+    if otlp:
+        readers.append(PeriodicExportingMetricReader(_otlp_metric_exporter(settings.otel)))
+    flushable = tuple(readers)
+    server = None
+    if settings.prometheus_port is not None:
+        reader, server = _prometheus(settings)
+        readers.append(reader)
+    if not readers:
+        return Meters()
+    provider = MeterProvider(resource=Resource.create(), metric_readers=readers)
+    return Meters(provider, True, server, flushable)
+
+
+def _otlp_metric_exporter(otel):
+    protocol = otel.get("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL") or otel.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    if protocol.strip().lower() == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    return OTLPMetricExporter()
+
+
+def _prometheus(settings: Settings):
+    port = settings.prometheus_port
+    try:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError:
+        raise ConfigError(
+            "SPEC_TRACING_PROMETHEUS_PORT", port, "pip install 'spec-tracing[prometheus]' first"
+        ) from None
+    registry = CollectorRegistry()  # our own: enabling twice must not register twice
+    try:
+        server, _ = start_http_server(port, addr=settings.prometheus_host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            "SPEC_TRACING_PROMETHEUS_PORT",
+            port,
+            f"a free port on {settings.prometheus_host} ({exc.strerror})",
+        ) from None
+    return PrometheusMetricReader(registry=registry), server

@@ -1,0 +1,239 @@
+"""What runs on the engine's thread: a level check, a clock read and one bounded append per batch.
+
+Everything here is written for the calling thread's cost. With tracing off, each entry point
+returns after reading the module global LEVEL. With tracing on, a batch costs one perf_counter
+read, one tuple of the request list (a C-level copy) and one deque append, whatever the batch
+size; the per-request expansion into spans happens in the recorder's consumer (recorder.py,
+materializer.py). Nothing here raises into the engine: bad input is the consumer's to count.
+
+The globals below are owned by this module and rebound only by provider.enable/shutdown and
+set_trace_level, so the hot path reads them with a single LOAD_GLOBAL.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Callable, Iterable
+from time import perf_counter
+from typing import Any
+
+from ..stages import RequestStage, StageConfig, _check_level
+from ..wire import END, SLICE
+
+LEVEL = 0  # current trace level; 0 means tracing is off
+_requested_level = 3  # what set_trace_level asked for; applied while tracing is enabled
+_queue: deque = deque()
+_capacity = 0
+_VERIFY = RequestStage.SPEC_VERIFY
+SINK = None  # the materializer's span sink while enabled (sampling decisions need it)
+dropped = 0  # events refused because the buffer was full (read by metrics and stats())
+
+
+def _push(event: tuple) -> None:
+    global dropped
+    if len(_queue) < _capacity:
+        _queue.append(event)
+    else:
+        dropped += 1
+
+
+def _freeze(values: Any) -> Any:
+    # Engines reuse lists; a tensor is kept by reference (no device->host copy here).
+    return tuple(values) if type(values) is list else values
+
+
+# Called with True/False when tracing goes on/off (hooks.py swaps decorated methods).
+_toggle_listeners: list[Callable[[bool], None]] = []
+
+
+def _set_level(level: int) -> None:
+    global LEVEL
+    was_on, LEVEL = LEVEL > 0, level
+    if was_on != (level > 0):
+        for listener in _toggle_listeners:
+            listener(level > 0)
+
+
+def set_trace_level(level: int) -> None:
+    """Change the trace level at run time (0 off .. 3 all). Stages above it record nothing."""
+    global _requested_level
+    _requested_level = _check_level(level, "set_trace_level")
+    if _capacity:  # enabled: apply now
+        _set_level(level)
+
+
+def get_trace_level() -> int:
+    """The level in force now (0 while tracing is not enabled)."""
+    return LEVEL
+
+
+def recording() -> bool:
+    """True while tracing is enabled, whatever the level: a request's root must still end after
+    set_trace_level(0), or its already-recorded stage spans would have no parent."""
+    return _capacity > 0
+
+
+def get_global_tracing_enabled() -> bool:
+    """True while tracing is enabled and the level is above 0."""
+    return LEVEL > 0
+
+
+def _activate(queue: deque, capacity: int, level: int) -> None:
+    global _queue, _capacity, _requested_level
+    _queue, _capacity, _requested_level = queue, capacity, level
+    _set_level(level)
+
+
+def _deactivate() -> None:
+    global _capacity
+    _set_level(0)
+    _capacity = 0
+
+
+def record_batch_stage(
+    reqs: Iterable,
+    stage: StageConfig,
+    start_ts: float,
+    end_ts: float,
+    accepted: Any = None,
+    proposed: Any = None,
+    attrs: dict | None = None,
+) -> None:
+    """Record that `stage` ran from start_ts to end_ts for every request in `reqs`.
+
+    `reqs` holds engine request objects with `.time_stats` or bare ReqTimeStats. `accepted` and
+    `proposed` are per-request counts (list, tuple or tensor) or one int for all; `attrs` are
+    attributes shared by the whole batch.
+    """
+    if LEVEL < stage.level:
+        return
+    _push(
+        (SLICE, stage, start_ts, end_ts, tuple(reqs), _freeze(accepted), _freeze(proposed), attrs)
+    )
+
+
+def set_time_batch(reqs: Iterable, set_func: Callable, trace_only: bool = True) -> None:
+    """Apply a ReqTimeStats setter (e.g. `ReqTimeStats.set_spec_draft_start_time`) to a batch.
+
+    One timestamp serves the whole batch. With tracing off and trace_only=True this returns after
+    one flag read. With trace_only=False and tracing off, each request's `last_times` is still
+    stamped (a per-request loop, for engines that read those stamps for their own metrics).
+    """
+    if not LEVEL:
+        if trace_only:
+            return
+        ts = perf_counter()
+        for req in reqs:
+            set_func(getattr(req, "time_stats", req), ts)
+        return
+    mark = getattr(set_func, "_spec_event", None)
+    if mark is None:  # a setter we do not know: call it per request
+        ts = perf_counter()
+        for req in reqs:
+            set_func(getattr(req, "time_stats", req), ts)
+        return
+    kind, stage = mark
+    if LEVEL < stage.level:
+        return
+    _push((kind, stage, perf_counter(), None, tuple(reqs), None, None, None))
+
+
+def set_spec_verify_end_time_batch(
+    reqs: Iterable,
+    accepted: Any,
+    proposed: Any = None,
+    ts: float | None = None,
+    attrs: dict | None = None,
+) -> None:
+    """End spec_verify for a batch, with each request's accepted draft count (bonus excluded).
+
+    `accepted` is a list, tuple or torch tensor (any device; it is read off this thread, so do not
+    modify it in place afterwards). `proposed` is the drafts each request was offered, as a
+    sequence or one int.
+    """
+    if LEVEL < 2:
+        return
+    _push(
+        (
+            END,
+            _VERIFY,
+            perf_counter() if ts is None else ts,
+            None,
+            tuple(reqs),
+            _freeze(accepted),
+            _freeze(proposed),
+            attrs,
+        )
+    )
+
+
+def make_stage_wrapper(stage: StageConfig, get_reqs, get_accepted, get_proposed, get_attrs):
+    """A wrapt-style wrapper that records `stage` around a worker method, once per call."""
+    level = stage.level
+
+    def wrapper(wrapped, instance, args, kwargs):
+        if LEVEL < level:
+            return wrapped(*args, **kwargs)
+        try:
+            reqs = tuple(get_reqs(instance, args, kwargs))
+        except Exception:
+            return wrapped(*args, **kwargs)  # no batch found: run untraced rather than fail
+        t0 = perf_counter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _push(
+                (
+                    SLICE,
+                    stage,
+                    t0,
+                    perf_counter(),
+                    reqs,
+                    None,
+                    None,
+                    {"error.type": type(exc).__name__},
+                )
+            )
+            raise
+        t1 = perf_counter()
+        try:
+            event = (
+                SLICE,
+                stage,
+                t0,
+                t1,
+                reqs,
+                _freeze(get_accepted(instance, args, kwargs, result)),
+                _freeze(get_proposed(instance, args, kwargs, result)),
+                get_attrs(instance, args, kwargs, result),
+            )
+        except Exception:
+            event = (SLICE, stage, t0, t1, reqs, None, None, None)
+        _push(event)
+        return result
+
+    wrapper._spec_tracing_stage = stage
+    return wrapper
+
+
+def make_traced_function(fn: Callable, stage: StageConfig, wrapper, is_method: bool) -> Callable:
+    """A plain function around `fn` (so methods bind natively): with the stage's level not in
+    force it costs one global read and the call; otherwise it defers to `wrapper`."""
+    level = stage.level
+    if is_method:
+
+        def traced(self, *args, **kwargs):
+            if LEVEL < level:
+                return fn(self, *args, **kwargs)
+            return wrapper(fn.__get__(self), self, args, kwargs)
+    else:
+
+        def traced(*args, **kwargs):
+            if LEVEL < level:
+                return fn(*args, **kwargs)
+            return wrapper(fn, None, args, kwargs)
+
+    functools.update_wrapper(traced, fn)
+    traced._spec_tracing_stage = stage
+    return traced

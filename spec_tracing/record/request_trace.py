@@ -1,0 +1,250 @@
+"""Per-request trace state: ReqTimeStats.
+
+A ReqTimeStats names the request's trace (trace id, root span id, parent, sampling decision) from
+the moment the request arrives. Its stage setters do not create spans: they append an event to the
+hot-path buffer, and the materializer turns events into child spans of the root. The root span is
+emitted when the request finishes, with the ids chosen here, so a ReqTimeStats pickled into another
+process (tokenizer -> scheduler) keeps its trace there, and whichever process finishes the request
+emits the root.
+"""
+
+from __future__ import annotations
+
+import random
+import weakref
+from time import perf_counter
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from ..acceptance import Acceptance
+from ..stages import RequestStage, StageConfig, get_stage
+from ..wire import END, FINISH, SLICE, START
+from . import hotpath
+
+_propagator = TraceContextTextMapPropagator()
+
+
+def _random_id(bits: int) -> int:
+    value = 0
+    while value == 0:
+        value = random.getrandbits(bits)
+    return value
+
+
+def _boundary(kind: int, stage: StageConfig, suffix: str):
+    key = f"{stage.name}.{suffix}"
+
+    def setter(self: ReqTimeStats, ts: float | None = None) -> None:
+        ts = perf_counter() if ts is None else ts
+        self.last_times[key] = ts
+        if hotpath.LEVEL >= stage.level and self.sampled:
+            hotpath._push((kind, stage, ts, None, (self,), None, None, None))
+
+    setter._spec_event = (kind, stage)
+    setter.__name__ = f"set_{stage.name}_{suffix}_time"
+    setter.__doc__ = f"Mark the {suffix} of {stage.name} for this request (perf_counter seconds)."
+    return setter
+
+
+_live: weakref.WeakSet = weakref.WeakSet()  # sampled, unfinished, owned here
+
+
+def _abandoned(state: dict) -> None:
+    """The engine dropped a request without finishing it: end its root span with an error."""
+    try:
+        ghost = ReqTimeStats.__new__(ReqTimeStats)
+        ghost.__dict__.update(state, finished=True)
+        if hotpath.recording():
+            how = {"reason": "abandoned", "error": "request dropped without finish() or abort()"}
+            hotpath._push((FINISH, RequestStage.REQUEST, perf_counter(), None, (ghost,), None,
+                           None, how))  # fmt: skip
+    except Exception:  # a finalizer must never raise
+        pass
+
+
+def end_unfinished(reason: str) -> int:
+    """End the root span of every request still open in this process (at shutdown)."""
+    count = 0
+    for stats in list(_live):
+        if not stats.finished:
+            stats._finish(None, {"reason": "unfinished", "error": reason})
+            count += 1
+    return count
+
+
+def forget_inherited() -> None:
+    """After fork: the parent's open requests are the parent's to end."""
+    for stats in list(_live):
+        finalizer = stats.__dict__.pop("_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+    _live.clear()
+
+
+class ReqTimeStats:
+    """Trace state of one request; attach it to the engine's request as `req.time_stats`.
+
+    carrier: a W3C trace-context carrier ({"traceparent": ...}) to join the caller's trace.
+    Without one, the root span is a child of the span active in the current OpenTelemetry context,
+    or starts a new trace. Sampling is decided here, once per request.
+    """
+
+    def __init__(
+        self,
+        rid: str | int | None = None,
+        carrier: dict | None = None,
+        attributes: dict | None = None,
+        ts: float | None = None,
+    ) -> None:
+        self.rid = rid
+        self.start_ts = perf_counter() if ts is None else ts
+        self.attributes = dict(attributes) if attributes else {}
+        self.last_times: dict[str, float] = {}
+        self.finished = False
+        # Written by the recorder's thread only.
+        self.acceptance = Acceptance()
+        # Trace identity.
+        self.trace_id = 0
+        self.span_id = 0
+        self.handle = (0, 0)
+        self.parent: tuple[int, int, int] | None = None  # (trace_id, span_id, flags), remote
+        self.sampled = False
+        sink = hotpath.SINK
+        if hotpath.LEVEL and sink is not None:
+            self._start_trace(sink, carrier)
+
+    def _start_trace(self, sink, carrier: dict | None) -> None:
+        ctx = _propagator.extract(carrier) if carrier else None
+        parent_span = trace.get_current_span(ctx)
+        parent_sc = parent_span.get_span_context()
+        if parent_sc.is_valid:
+            self.trace_id = parent_sc.trace_id
+            self.parent = (parent_sc.trace_id, parent_sc.span_id, int(parent_sc.trace_flags))
+        else:
+            self.trace_id = _random_id(128)
+        self.span_id = _random_id(64)
+        self.handle = (self.trace_id, self.span_id)  # what the span assembler keys on
+        self.sampled = sink.should_sample(
+            ctx if ctx is not None else otel_context.get_current(), self.trace_id, self.attributes
+        )
+        if self.sampled:
+            self._own()
+
+    def _own(self) -> None:
+        """Make this copy the one that ends the root span if the engine drops the request
+        without finishing it (garbage collected, or still open at shutdown)."""
+        finalizer = weakref.finalize(self, _abandoned, self._ghost_state())
+        finalizer.atexit = False
+        self._finalizer = finalizer
+        _live.add(self)
+
+    def _ghost_state(self) -> dict:
+        keep = ("rid", "start_ts", "attributes", "acceptance", "trace_id", "span_id", "handle",
+                "parent", "sampled", "last_times")  # fmt: skip
+        return {k: self.__dict__[k] for k in keep}
+
+    def _disown(self) -> None:
+        finalizer = self.__dict__.pop("_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        _live.discard(self)
+
+    # Stage boundaries. Each is also accepted by set_time_batch(reqs, ReqTimeStats.<setter>).
+    set_prefill_start_time = _boundary(START, RequestStage.PREFILL, "start")
+    set_prefill_end_time = _boundary(END, RequestStage.PREFILL, "end")
+    set_decode_start_time = _boundary(START, RequestStage.DECODE, "start")
+    set_decode_end_time = _boundary(END, RequestStage.DECODE, "end")
+    set_spec_draft_start_time = _boundary(START, RequestStage.SPEC_DRAFT, "start")
+    set_spec_draft_end_time = _boundary(END, RequestStage.SPEC_DRAFT, "end")
+    set_spec_verify_start_time = _boundary(START, RequestStage.SPEC_VERIFY, "start")
+    set_spec_draft_extend_start_time = _boundary(START, RequestStage.SPEC_DRAFT_EXTEND, "start")
+    set_spec_draft_extend_end_time = _boundary(END, RequestStage.SPEC_DRAFT_EXTEND, "end")
+
+    def set_spec_verify_end_time(
+        self,
+        ts: float | None = None,
+        accepted_tokens: int = 0,
+        proposed_tokens: int | None = None,
+        attrs: dict | None = None,
+    ) -> None:
+        """End spec_verify with this step's accepted draft count (bonus token excluded) and,
+        if known, the number of drafts proposed in the step."""
+        ts = perf_counter() if ts is None else ts
+        self.last_times["spec_verify.end"] = ts
+        if hotpath.LEVEL >= 2 and self.sampled:
+            hotpath._push(
+                (
+                    END,
+                    RequestStage.SPEC_VERIFY,
+                    ts,
+                    None,
+                    (self,),
+                    (accepted_tokens,),
+                    None if proposed_tokens is None else (proposed_tokens,),
+                    attrs,
+                )
+            )
+
+    set_spec_verify_end_time._spec_event = (END, RequestStage.SPEC_VERIFY)
+
+    def trace_slice(
+        self, stage: StageConfig | str, start_ts: float, end_ts: float, attrs: dict | None = None
+    ) -> None:
+        """Record a span for `stage` over [start_ts, end_ts] (perf_counter seconds)."""
+        stage = get_stage(stage)
+        if hotpath.LEVEL >= stage.level and self.sampled:
+            hotpath._push((SLICE, stage, start_ts, end_ts, (self,), None, None, attrs))
+
+    def finish(self, ts: float | None = None, reason: str = "stop") -> None:
+        """End the request: its root span is emitted with the request's summary. Only the first
+        finish or abort counts."""
+        self._finish(ts, {"reason": reason})
+
+    def abort(self, reason: str, ts: float | None = None) -> None:
+        """End the request with an error status and `reason` as its description."""
+        self._finish(ts, {"reason": "abort", "error": str(reason)})
+
+    def _finish(self, ts: float | None, how: dict) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._disown()
+        if self.sampled and hotpath.recording():
+            ts = perf_counter() if ts is None else ts
+            hotpath._push((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
+
+    def carrier(self) -> dict[str, str]:
+        """W3C trace context of this request's root span, to hand to another service."""
+        if not self.trace_id:
+            return {}
+        flags = "01" if self.sampled else "00"
+        return {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"}
+
+    def summary(self) -> dict[str, Any]:
+        """Acceptance so far (as materialized; call spec_tracing.flush() first for up to date
+        numbers): accept_rate (bonus excluded), accept_length (bonus included), accepted_drafts,
+        proposed_drafts, verify_rounds."""
+        return self.acceptance.as_dict()
+
+    def __getstate__(self) -> dict:
+        # Pickling hands the trace over: the unpickled copy (in the scheduler process, say) is
+        # the one that ends it if the request is dropped; this one no longer does.
+        self._disown()
+        state = dict(self.__dict__)
+        for key in ("attributes", "last_times"):
+            state[key] = dict(state[key])
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.sampled and not self.finished:
+            self._own()
+
+    def __repr__(self) -> str:
+        return (
+            f"ReqTimeStats(rid={self.rid!r}, trace_id={self.trace_id:032x}, "
+            f"sampled={self.sampled}, finished={self.finished})"
+        )

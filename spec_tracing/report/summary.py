@@ -1,0 +1,122 @@
+"""The run summary a person reads at a glance: per-stage p50/p95, acceptance, widths.
+
+Built from spans, so the same numbers come out of a live run (span records, `add_records`)
+and of a captured file (`spec-tracing report`, which feeds spans read from OTLP JSON).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from ..acceptance import Acceptance
+from ..semconv import SpanAttr
+from ..stages import RequestStage
+from ..wire import STAGE_RECORD
+
+_ORDER = [
+    RequestStage.PREFILL.name,
+    RequestStage.SPEC_DRAFT.name,
+    RequestStage.SPEC_VERIFY.name,
+    RequestStage.SPEC_DRAFT_EXTEND.name,
+    RequestStage.REQUEST.name,
+]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+@dataclass
+class TraceSummary:
+    durations_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    acceptance: Acceptance = field(default_factory=Acceptance)
+    widths: Counter = field(default_factory=Counter)  # num_steps -> verify spans
+    requests: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+    def add(self, name: str, start_ns: int, end_ns: int, attrs: dict) -> None:
+        self.durations_ms[name].append((end_ns - start_ns) / 1e6)
+        self.first_ns = start_ns if self.first_ns is None else min(self.first_ns, start_ns)
+        self.last_ns = end_ns if self.last_ns is None else max(self.last_ns, end_ns)
+        if name == RequestStage.REQUEST.name:
+            self.requests += 1
+        elif name == RequestStage.SPEC_VERIFY.name and SpanAttr.ACCEPTED_TOKENS in attrs:
+            proposed = attrs.get(SpanAttr.PROPOSED_TOKENS)
+            self.acceptance.add(
+                int(attrs[SpanAttr.ACCEPTED_TOKENS]), None if proposed is None else int(proposed)
+            )
+            if SpanAttr.NUM_STEPS in attrs:
+                self.widths[int(attrs[SpanAttr.NUM_STEPS])] += 1
+
+    def render(self) -> str:
+        lines = [f"{'stage':<20}{'spans':>8}{'p50 ms':>10}{'p95 ms':>10}"]
+        names = [n for n in _ORDER if n in self.durations_ms]
+        names += sorted(set(self.durations_ms) - set(names))
+        for name in names:
+            values = self.durations_ms[name]
+            lines.append(
+                f"{name:<20}{len(values):>8}{percentile(values, 50):>10.3f}"
+                f"{percentile(values, 95):>10.3f}"
+            )
+        acc = self.acceptance
+        rate, length = acc.accept_rate, acc.accept_length
+        lines.append("")
+        lines.append(f"requests          {self.requests}")
+        lines.append(f"verify rounds     {acc.rounds} (request x decode step)")
+        lines.append(
+            f"accept rate       {rate:.3f}  ({acc.rate_accepted} of {acc.proposed} drafts)"
+            if rate is not None
+            else "accept rate       n/a (no drafts proposed)"
+        )
+        lines.append(
+            f"accept length     {length:.3f}  tokens per verify round, bonus included"
+            if length is not None
+            else "accept length     n/a"
+        )
+        if self.widths:
+            shown = ", ".join(f"{w}: {n}" for w, n in sorted(self.widths.items()))
+            lines.append(f"draft width used  {shown}  (num_steps: verify rounds)")
+        return "\n".join(lines)
+
+
+def add_records(summary: TraceSummary, records: list) -> None:
+    """Feed span records (spans.py) into `summary`: a live run's spans, before export."""
+    for record in records:
+        if record[0] == STAGE_RECORD:
+            _, name, batch_attrs, rows = record
+            for _, _, t0, t1, _, acc, prop in rows:
+                attrs = dict(batch_attrs)
+                if acc is not None:
+                    attrs[SpanAttr.ACCEPTED_TOKENS] = acc
+                    if prop is not None:
+                        attrs[SpanAttr.PROPOSED_TOKENS] = prop
+                summary.add(name, int(t0 * 1e9), int(t1 * 1e9), attrs)
+        else:
+            t0, t1 = record[4], record[5]
+            summary.add(RequestStage.REQUEST.name, int(t0 * 1e9), int(t1 * 1e9), record[6])
+
+
+def render_requests(roots) -> str:
+    """One line per request root span (OtlpSpans): duration, rounds, acceptance, outcome."""
+    lines = [
+        f"{'request':<24}{'ms':>10}{'rounds':>8}{'accepted':>10}{'proposed':>10}"
+        f"{'rate':>8}{'length':>8}  outcome"
+    ]
+    for root in sorted(roots, key=lambda r: r.start_ns):
+        a = root.attributes
+        rate, length = a.get(SpanAttr.ACCEPT_RATE), a.get(SpanAttr.ACCEPT_LENGTH)
+        outcome = a.get(SpanAttr.FINISH_REASON, "")
+        lines.append(
+            f"{str(a.get(SpanAttr.REQUEST_ID, root.span_id)):<24}"
+            f"{(root.end_ns - root.start_ns) / 1e6:>10.1f}"
+            f"{a.get(SpanAttr.VERIFY_ROUNDS, 0):>8}{a.get(SpanAttr.TOTAL_ACCEPTED, 0):>10}"
+            f"{a.get(SpanAttr.TOTAL_PROPOSED, 0):>10}"
+            f"{'n/a' if rate is None else format(rate, '.3f'):>8}"
+            f"{'n/a' if length is None else format(length, '.3f'):>8}  {outcome}"
+        )
+    return "\n".join(lines)

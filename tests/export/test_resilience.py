@@ -1,0 +1,289 @@
+"""Never hurt the engine: collector outages, bounded buffers, forks, unfinished requests, bad use.
+
+Every span is accounted for: delivered to the receiver, or counted as dropped or failed.
+"""
+
+import gc
+import logging
+import os
+import socket
+import threading
+import time
+
+import pytest
+from conftest import Req
+
+import spec_tracing
+from spec_tracing import ReqTimeStats, lifecycle, record_batch_stage, set_time_batch
+from spec_tracing.stages import RequestStage
+from spec_tracing.testing.otlp_receiver import OtlpReceiver
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _otlp(monkeypatch, port, protocol="grpc"):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")  # seconds: fail fast when down
+    if protocol == "http":
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+
+
+def _phase(tag, n=4, steps=3):
+    """Record `steps` draft slices for n requests and finish them: n * (steps + 1) spans."""
+    reqs = [ReqTimeStats(rid=f"{tag}-{i}") for i in range(n)]
+    for _ in range(steps):
+        t = spec_tracing.record.hotpath.perf_counter()
+        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
+    for r in reqs:
+        r.finish()
+    spec_tracing.flush(timeout_ms=5000)
+    return {f"{tag}-{i}" for i in range(n)}, n * (steps + 1)
+
+
+def _roots(receiver):
+    return [
+        s.attributes.get("spec_request.id") for s in receiver.spans() if s.name == "spec_request"
+    ]
+
+
+def _shutdown_returns(timeout_ms):
+    """shutdown() in a thread; True if it returned within a generous liveness bound."""
+    t = threading.Thread(target=spec_tracing.shutdown, kwargs={"timeout_ms": timeout_ms})
+    t.start()
+    t.join(60)
+    return not t.is_alive()
+
+
+def _until_delivered(receiver, tag, attempts=30):
+    """Record phases until one arrives whole (the exporter reconnects with a backoff);
+    returns (request ids of all phases, spans of all phases, the phase delivered)."""
+    ids, spans = set(), 0
+    for attempt in range(attempts):
+        phase, n = _phase(f"{tag}{attempt}")
+        ids |= phase
+        spans += n
+        if phase <= set(_roots(receiver)):
+            return ids, spans, phase
+        time.sleep(0.5)
+    raise AssertionError(f"no {tag} phase was delivered in {attempts} attempts")
+
+
+def test_collector_down_at_start_then_up_export_resumes(monkeypatch):
+    port = _free_port()
+    _otlp(monkeypatch, port)
+    spec_tracing.enable(exporter="otlp", metrics=False)
+    early, early_count = _phase("early")  # nobody listens: fails, counted, never raised
+    stats = spec_tracing.stats()
+    assert stats["export_failed_spans"] + stats["export_dropped_spans"] == early_count
+    with OtlpReceiver("grpc", port=port) as receiver:
+        later, later_count, delivered = _until_delivered(receiver, "late")
+        spec_tracing.flush(timeout_ms=5000)
+        stats = spec_tracing.stats()
+        assert _shutdown_returns(10_000)
+        spans = receiver.spans()
+    lost = stats["export_failed_spans"] + stats["export_dropped_spans"]
+    assert len(spans) + lost == early_count + later_count
+
+
+def test_collector_killed_mid_run_and_restarted_loses_nothing_silently(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False)
+        first, n1 = _phase("first")
+        receiver.wait_for_spans(n1)
+        receiver.stop()
+        second, n2 = _phase("second")
+        receiver.start()
+        _, n3, third = _until_delivered(receiver, "third")
+        spec_tracing.flush(timeout_ms=10_000)
+        stats = spec_tracing.stats()
+        assert _shutdown_returns(10_000)
+        roots = _roots(receiver)
+        delivered = len(receiver.spans())
+    assert first <= set(roots) and third <= set(roots)
+    assert len(roots) == len(set(roots))  # nothing delivered twice
+    lost = stats["export_failed_spans"] + stats["export_dropped_spans"]
+    assert delivered + lost == n1 + n2 + n3
+
+
+def test_slow_collector_bounds_the_buffer_and_counts_what_it_drops(monkeypatch):
+    with OtlpReceiver("http") as receiver:
+        _otlp(monkeypatch, receiver.port, "http")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "30")
+        receiver.set_delay(1.0)  # every export answered after a second
+        spec_tracing.enable(exporter="otlp", metrics=False, export_queue_spans=300)
+        reqs = [ReqTimeStats(rid=i) for i in range(100)]
+        offered = 0
+        for _ in range(40):  # 4,000 spans offered far faster than 1 export/s drains them
+            t = spec_tracing.record.hotpath.perf_counter()
+            record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
+            offered += len(reqs)
+        spec_tracing.flush(timeout_ms=30_000)
+        stats = spec_tracing.stats()
+        receiver.set_delay(0.0)
+        delivered = receiver.wait_for_spans(offered - stats["export_dropped_spans"])
+        assert _shutdown_returns(5000)
+    assert stats["export_dropped_spans"] > 0
+    assert len(delivered) + stats["export_dropped_spans"] + stats["export_failed_spans"] == offered
+    for r in reqs:
+        r._disown()  # not the point of this test
+
+
+def test_shutdown_is_bounded_when_the_collector_is_gone(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False)
+        receiver.set_delay(30.0)  # a collector that accepts and never answers in time
+        _phase("stuck")
+        assert _shutdown_returns(2000)
+        receiver.set_delay(0.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_gets_its_own_exporter_and_nothing_is_duplicated(monkeypatch):
+    with OtlpReceiver("http") as receiver:
+        _otlp(monkeypatch, receiver.port, "http")
+        spec_tracing.enable(exporter="otlp", metrics=False)
+        before, n_before = _phase("parent-before")
+        pid = os.fork()
+        if pid == 0:  # the child: record, export through its own exporter process, leave
+            code = 0
+            try:
+                _phase("child")
+                spec_tracing.shutdown(timeout_ms=10_000)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        after, n_after = _phase("parent-after")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert _shutdown_returns(10_000)
+        receiver.wait_for_spans(n_before + n_after + 16)
+        roots = _roots(receiver)
+    expected = before | after | {f"child-{i}" for i in range(4)}
+    assert sorted(roots) == sorted(expected)  # each exactly once
+
+
+def test_a_request_dropped_without_finishing_ends_with_an_error(spec_spans):
+    req = Req("lost")
+    req.time_stats.set_spec_draft_start_time()
+    req.time_stats.set_spec_draft_end_time()
+    # Events still buffered hold the request; once drained, the engine's reference is the last.
+    spec_tracing.flush()
+    del req
+    gc.collect()
+    (root,) = spec_spans.roots()
+    assert root.status.status_code.name == "ERROR"
+    assert root.attributes["spec_request.finish_reason"] == "abandoned"
+    assert len(spec_spans.spans("spec_draft")) == 1
+
+
+def test_shutdown_ends_open_requests_once(spec_spans):
+    open_req, done = Req("open"), Req("done")
+    done.time_stats.finish()
+    exporter = spec_spans.exporter
+    spec_tracing.shutdown()
+    roots = {
+        s.attributes["spec_request.id"]: s
+        for s in exporter.get_finished_spans()
+        if s.name == "spec_request"
+    }
+    assert set(roots) == {"open", "done"}
+    assert roots["open"].attributes["spec_request.finish_reason"] == "unfinished"
+    assert roots["done"].status.status_code.name == "UNSET"
+    open_req.time_stats.finish()  # after shutdown: nothing, no error
+    del open_req
+    gc.collect()
+    assert len([s for s in exporter.get_finished_spans() if s.name == "spec_request"]) == 2
+
+
+def test_pickled_copy_owns_the_request_the_original_does_not_end_it(spec_spans):
+    import pickle
+
+    original = ReqTimeStats(rid="moved")
+    copy = pickle.loads(pickle.dumps(original))
+    del original
+    gc.collect()
+    assert spec_spans.roots() == []  # the original let go of it
+    copy.finish()
+    assert len(spec_spans.roots()) == 1
+
+
+def test_calls_after_shutdown_record_nothing_and_never_raise():
+    spec_tracing.enable(exporter="none")
+    req = Req("late")
+    spec_tracing.shutdown()
+    set_time_batch([req], ReqTimeStats.set_spec_draft_start_time)
+    spec_tracing.set_spec_verify_end_time_batch([req], [1, 2, 3])  # wrong length, ignored
+    req.time_stats.trace_slice("spec_draft", 0.0, 1.0)
+    req.time_stats.finish()
+    spec_tracing.flush()
+    spec_tracing.shutdown()
+    assert len(spec_tracing.record.hotpath._queue) == 0
+
+
+def test_an_outage_logs_one_warning_and_never_the_otlp_headers(monkeypatch, caplog, capfd):
+    caplog.set_level(logging.DEBUG)
+    port = _free_port()  # nothing listens: the exporter logs its failures
+    _otlp(monkeypatch, port)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20s3cret-token")
+    spec_tracing.enable(exporter="otlp", metrics=False)
+    for i in range(3):  # three failed exports
+        _phase(f"private{i}")
+    failed = spec_tracing.stats()["export_failed_spans"]
+    spec_tracing.shutdown(timeout_ms=2000)
+    out, err = capfd.readouterr()
+    assert "s3cret" not in caplog.text + out + err
+    assert failed == 3 * 16
+    # one warning for the outage, not a line per failed batch
+    assert err.count("export failing") == 1, err
+
+
+@pytest.mark.parametrize("nice", [10, 0])
+def test_exporter_process_yields_the_cpu_to_the_engine(monkeypatch, nice):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False, export_nice=nice)
+        _, count = _phase("nice", n=2, steps=1)
+        assert receiver.wait_for_spans(count)  # the process is up and exporting
+        child = lifecycle._active.output.process._proc.pid
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, own + nice)
+
+
+def test_exporter_process_exits_quietly_when_the_engine_stopped_waiting_for_it():
+    """shutdown() gives up on a stuck exporter process after its timeout and closes the pipe;
+    the process's late reply then has nowhere to go, which must end it without a traceback."""
+    from multiprocessing.connection import Connection
+
+    from spec_tracing.export.child import serve
+    from spec_tracing.settings import Settings
+
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    to_child = Connection(to_child_w, readable=False)
+    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test"))
+    to_child.send([])
+    to_child.send(("stop", 0))
+    os.close(from_child_r)  # the engine's process stopped listening
+    serve(Connection(to_child_r, writable=False), Connection(from_child_w, readable=False))
+    to_child.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_the_metrics_lock_is_held_leaves_the_child_a_free_lock():
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    spec_tracing.enable(exporter="none", metric_readers=[InMemoryMetricReader()])
+    metrics = lifecycle._active.materializer.metrics
+    with metrics._lock:  # the recorder thread adding a verify event at the moment of fork
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if metrics._lock.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

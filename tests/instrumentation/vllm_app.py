@@ -1,0 +1,92 @@
+"""The vLLM tier's engine run: a tiny Llama and BPE tokenizer built here (random weights, nothing
+downloaded), served by vLLM's offline engine with n-gram speculative decoding. Run as a script
+(vLLM spawns its processes, hence the main guard):
+
+    python tests/instrumentation/vllm_app.py MODEL_DIR [TRACEPARENT]
+
+It prints one line, RESULT and JSON: vLLM's own spec-decode counters and the tokens generated."""
+
+import json
+import os
+import sys
+
+NUM_SPEC = 3
+PROMPTS = [
+    "the quick brown fox jumps over the lazy dog the quick brown fox",
+    "speculative decoding drafts tokens and verifies them speculative decoding",
+    "one two three four one two three four one two",
+    "a b c a b c a b c a b",
+]
+
+
+def build_model(out: str) -> None:
+    import torch
+    from tiny_hf import llama_config  # beside this file
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    corpus = [f"{p} {i}" for i in range(50) for p in PROMPTS]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(
+        corpus,
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<unk>", "<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(out)
+    torch.manual_seed(0)
+    # head_dim 64: vLLM's CPU attention has no kernel for small head sizes such as 16.
+    cfg = llama_config(len(fast), 128, bos_token_id=1, eos_token_id=2)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+
+
+def main() -> None:
+    from vllm import LLM, SamplingParams
+
+    model_dir = sys.argv[1]
+    traceparent = sys.argv[2] if len(sys.argv) > 2 else None
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        build_model(model_dir)
+    llm = LLM(
+        model=model_dir,
+        dtype="float32",
+        max_model_len=256,
+        max_num_seqs=8,
+        seed=0,
+        enforce_eager=True,
+        speculative_config={
+            "method": "ngram",
+            "num_speculative_tokens": NUM_SPEC,
+            "prompt_lookup_max": 3,
+            "prompt_lookup_min": 1,
+        },
+        # vLLM records its spec-decode counters (and, with an OTLP endpoint, its request spans)
+        # only with stats on.
+        disable_log_stats=False,
+        otlp_traces_endpoint=os.environ.get("VLLM_APP_OTLP_TRACES_ENDPOINT"),
+    )
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    engine = llm.llm_engine
+    headers = {"traceparent": traceparent} if traceparent else None
+    for i, prompt in enumerate(PROMPTS):
+        engine.add_request(f"req-{i}", prompt, params, trace_headers=headers)
+    generated = 0
+    while engine.has_unfinished_requests():
+        for out in engine.step():
+            if out.finished:
+                generated += len(out.outputs[0].token_ids)
+    counters = {
+        m.name: getattr(m, "value", None) for m in llm.get_metrics() if "spec_decode" in m.name
+    }
+    print("RESULT " + json.dumps({"generated": generated, "counters": counters}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

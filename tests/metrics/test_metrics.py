@@ -1,0 +1,257 @@
+"""Metrics right by construction: hand-computed formulas, widths, Prometheus over HTTP."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import Req, clean_env
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client.parser import text_string_to_metric_families
+
+import spec_tracing
+from spec_tracing import ReqTimeStats, set_spec_verify_end_time_batch, set_time_batch
+from spec_tracing.metrics.instruments import MetricName, acceptance_from, metric_sums
+from spec_tracing.reference.engine import Engine, demo_prompts
+from spec_tracing.semconv import SpanAttr
+
+
+@pytest.fixture
+def reader():
+    reader = InMemoryMetricReader()
+    spec_tracing.enable(exporter="none", metric_readers=[reader])
+    return reader
+
+
+def verify_round(reqs, accepted, proposed, width=None):
+    set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
+    attrs = {SpanAttr.NUM_STEPS: width} if width is not None else None
+    set_spec_verify_end_time_batch(reqs, accepted, proposed=proposed, attrs=attrs)
+
+
+def totals(reader):
+    spec_tracing.flush()
+    out = {}
+    for (name, attrs), value in metric_sums(reader.get_metrics_data()).items():
+        out[(name, attrs)] = out.get((name, attrs), 0) + value
+    return out
+
+
+def test_fixed_width_rounds_match_hand_computed_rate_length_and_positions(reader):
+    a, b = Req("a"), Req("b")
+    verify_round([a, b], [0, 3], 3)
+    verify_round([a, b], [2, 1], 3)
+    spec_tracing.flush()
+    acc = acceptance_from(reader.get_metrics_data())
+    assert (acc.rounds, acc.accepted, acc.proposed) == (4, 6, 12)
+    assert acc.accept_rate == pytest.approx(6 / 12)
+    assert acc.accept_length == pytest.approx((6 + 4) / 4)
+    t = totals(reader)
+    per_position = {
+        dict(k[1])["position"]: v for k, v in t.items() if k[0] == MetricName.ACCEPTED_PER_POSITION
+    }
+    assert per_position == {0: 3, 1: 2, 2: 1}  # rounds reaching each draft position
+    assert t[(MetricName.EMITTED, ())] == 6 + 4  # bonus counted once per round
+    by_accepted = {
+        dict(k[1])["accepted"]: v for k, v in t.items() if k[0] == MetricName.ROUNDS_BY_ACCEPTED
+    }
+    assert by_accepted == {0: 1, 3: 1, 2: 1, 1: 1}  # one round each
+    assert a.time_stats.summary() == {
+        "accept_rate": 2 / 6,
+        "accept_length": 2.0,
+        "accepted_drafts": 2,
+        "proposed_drafts": 6,
+        "verify_rounds": 2,
+    }
+
+
+def test_width_changed_mid_request_uses_the_width_of_each_round(reader):
+    r = Req("adaptive")
+    verify_round([r], [2], None, width=2)  # proposed from the batch's active width
+    verify_round([r], [1], None, width=4)
+    summary = r.time_stats.summary()
+    spec_tracing.flush()
+    summary = r.time_stats.summary()
+    assert summary["accept_rate"] == pytest.approx(3 / 6)  # a static 4 would say 3/8
+    assert summary["accept_length"] == pytest.approx(5 / 2)
+    assert acceptance_from(reader.get_metrics_data()).accept_rate == pytest.approx(0.5)
+
+
+def test_ngram_rounds_with_no_proposal_count_as_rounds_with_nothing_proposed(reader):
+    r = Req("ngram")
+    verify_round([r], [0], [0])
+    verify_round([r], [2], [3])
+    verify_round([r], [0], [0])
+    spec_tracing.flush()
+    acc = acceptance_from(reader.get_metrics_data())
+    assert (acc.rounds, acc.proposed, acc.rate_accepted) == (3, 3, 2)
+    assert acc.accept_rate == pytest.approx(2 / 3)
+    assert acc.accept_length == pytest.approx((2 + 3) / 3)
+
+
+def test_a_request_of_a_single_round(reader, spec_spans=None):
+    r = Req("one")
+    verify_round([r], [2], [3])
+    r.time_stats.finish()
+    spec_tracing.flush()
+    assert r.time_stats.summary()["accept_rate"] == pytest.approx(2 / 3)
+    assert r.time_stats.summary()["accept_length"] == 3.0
+
+
+def test_rounds_without_a_proposed_count_never_push_the_rate_above_one(reader):
+    r = Req("unknown")
+    verify_round([r], [3], None)
+    verify_round([r], [1], [2])
+    spec_tracing.flush()
+    acc = acceptance_from(reader.get_metrics_data())
+    assert acc.accept_rate == pytest.approx(1 / 2)
+    assert acc.accept_length == pytest.approx((4 + 2) / 2)
+
+
+def test_root_span_carries_the_request_summary(spec_spans):
+    r = Req("root")
+    verify_round([r], [1], [4])
+    verify_round([r], [3], [4])
+    r.time_stats.finish()
+    (root,) = spec_spans.roots()
+    assert root.attributes[SpanAttr.ACCEPT_RATE] == pytest.approx(4 / 8)
+    assert root.attributes[SpanAttr.ACCEPT_LENGTH] == pytest.approx(3.0)
+    assert root.attributes[SpanAttr.VERIFY_ROUNDS] == 2
+
+
+def test_width_gauges_follow_the_adaptive_controller(reader):
+    engine = Engine(
+        "eagle",
+        batch_size=4,
+        adaptive={"1": {"candidate_steps": [1, 2, 4], "warmup": 1, "update_interval": 1}},
+    )
+    for p in demo_prompts(8):
+        engine.add_request(p, 24)
+    engine.run()
+    t = totals(reader)
+    gauge = t[(MetricName.NUM_STEPS, (("worker", "eagle"),))]
+    assert len(set(engine.stats.widths)) > 1
+    assert gauge == engine.stats.widths[-1]
+    assert t[(MetricName.NUM_DRAFT_TOKENS, (("worker", "eagle"),))] == gauge + 1
+
+
+def test_dropped_events_are_a_metric():
+    reader = InMemoryMetricReader()
+    spec_tracing.enable(exporter="none", metric_readers=[reader], queue_size=2)
+    recorder = spec_tracing.lifecycle._active.recorder
+    req = Req(0)
+    with recorder._lock:
+        before = spec_tracing.record.hotpath.dropped
+        for _ in range(5):
+            set_time_batch([req], ReqTimeStats.set_spec_draft_start_time)
+    t = totals(reader)
+    assert t[(MetricName.DROPPED_EVENTS, ())] == before + 3
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = {k: v for k, v in sample.labels.items() if not k.startswith("otel_scope")}
+            key = (sample.name, tuple(sorted(labels.items())))
+            values[key] = sample.value
+    return values
+
+
+@pytest.mark.parametrize("worker", ["eagle", "ngram"])
+def test_prometheus_endpoint_reports_the_engines_own_counts(monkeypatch, worker):
+    port = _free_port()
+    monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_PORT", str(port))
+    spec_tracing.enable(exporter="none")
+    engine = Engine(worker, batch_size=6, num_steps=3)
+    reqs = [engine.add_request(p, 20) for p in demo_prompts(10)]
+    engine.run()
+    spec_tracing.flush()
+    scraped = _scrape(port)
+    spec_tracing.shutdown()
+
+    label = (("worker", worker),)
+    rounds = sum(len(r.steps) for r in reqs)
+    proposed = sum(p for r in reqs for _, p, _ in r.steps)
+    accepted = sum(a for r in reqs for _, _, a in r.steps)
+    assert scraped[("spec_decode_verify_rounds_total", label)] == rounds
+    assert scraped[("spec_decode_proposed_drafts_total", label)] == proposed
+    assert scraped[("spec_decode_accepted_drafts_total", label)] == accepted
+    assert scraped[("spec_decode_emitted_tokens_total", label)] == accepted + rounds
+    # Every request's output is its prefill token plus what its verify rounds emitted.
+    assert sum(len(r.output) for r in reqs) == accepted + rounds + len(reqs)
+    position0 = sum(1 for r in reqs for _, _, a in r.steps if a >= 1)
+    assert (
+        scraped[
+            ("spec_decode_accepted_per_position_total", (("position", "0"), ("worker", worker)))
+        ]
+        == position0
+    )
+    by_accepted = {
+        dict(k[1])["accepted"]: v
+        for k, v in scraped.items()
+        if k[0] == "spec_decode_rounds_by_accepted_total"
+    }
+    assert sum(by_accepted.values()) == rounds
+    assert sum(int(a) * n for a, n in by_accepted.items()) == accepted
+    assert scraped[("spec_decode_num_steps", label)] == 3
+
+
+def test_prometheus_port_in_use_is_a_config_error(monkeypatch):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_PORT", str(busy.getsockname()[1]))
+        with pytest.raises(spec_tracing.ConfigError, match="SPEC_TRACING_PROMETHEUS_PORT"):
+            spec_tracing.enable(exporter="none")
+    assert not spec_tracing.get_global_tracing_enabled()
+    time.sleep(0)
+
+
+APP_PROVIDER = """
+import logging
+from conftest import Req
+from test_metrics import verify_round
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+import spec_tracing
+from spec_tracing.metrics.instruments import MetricName, metric_sums
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+logging.basicConfig(level=logging.WARNING)
+spec_tracing.enable(exporter="none")
+verify_round([Req("a"), Req("b")], [1, 2], 3)
+spec_tracing.shutdown()
+spec_tracing.enable(exporter="none")
+verify_round([Req("c")], [3], 3)
+spec_tracing.shutdown()
+sums = metric_sums(reader.get_metrics_data())
+print(sums[(MetricName.VERIFY_ROUNDS, ())], sums[(MetricName.ACCEPTED, ())])
+"""
+
+
+def test_metrics_keep_adding_up_on_the_applications_provider_across_enables():
+    """The SDK returns an already registered instrument with its first callbacks, so a second
+    enable() on the application's MeterProvider must feed the same totals, not new ones."""
+    env = clean_env()
+    here = os.path.dirname(__file__)  # test_metrics, and conftest one folder up
+    env["PYTHONPATH"] = os.pathsep.join((here, os.path.dirname(here)))
+    done = subprocess.run(
+        [sys.executable, "-c", APP_PROVIDER], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "6"]
+    assert "already been created" not in done.stderr  # no duplicate instrument registered

@@ -1,0 +1,381 @@
+"""Span assertions against an in-memory exporter: names, levels, parents, attributes, batching."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import Batch, Req, clean_env
+
+import spec_tracing
+from spec_tracing import (
+    ReqTimeStats,
+    RequestStage,
+    instrument_method,
+    set_spec_verify_end_time_batch,
+    set_time_batch,
+    set_trace_level,
+    trace_stage,
+    uninstrument_method,
+)
+from spec_tracing.semconv import SpanAttr
+
+
+class VerifyOut:
+    def __init__(self, accepted, proposed):
+        self.accepted_tokens = accepted
+        self.proposed_tokens = proposed
+
+
+class Worker:
+    num_steps = 3
+
+    @trace_stage(RequestStage.SPEC_DRAFT, attrs={SpanAttr.NUM_STEPS: "self.num_steps"})
+    def draft(self, batch):
+        return [r.rid for r in batch.reqs]
+
+    @trace_stage(RequestStage.SPEC_VERIFY)
+    def verify(self, batch, accepted):
+        return VerifyOut(accepted, self.num_steps)
+
+    @trace_stage(RequestStage.SPEC_DRAFT_EXTEND)
+    def draft_extend(self, batch):
+        return None
+
+
+def run_steps(worker, batch, accepted_per_step):
+    for accepted in accepted_per_step:
+        worker.draft(batch)
+        worker.verify(batch, accepted)
+        worker.draft_extend(batch)
+
+
+def test_decorated_worker_gives_each_request_its_stage_spans_under_its_root(spec_spans):
+    batch = Batch([Req(i) for i in range(3)])
+    run_steps(Worker(), batch, [[0, 1, 3], [2, 2, 0]])
+    for r in batch.reqs:
+        r.time_stats.finish()
+
+    spec_spans.assert_every_request_has_stages(["spec_draft", "spec_verify", "spec_draft_extend"])
+    roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spec_spans.roots()}
+    assert sorted(roots) == ["0", "1", "2"]
+    groups = spec_spans.by_request()
+    for root in roots.values():
+        children = groups[root.context.span_id]
+        assert len(children) == 6
+        spec_spans.assert_children_of(root, children)
+        assert all(root.start_time <= c.start_time <= c.end_time <= root.end_time for c in children)
+    assert len({r.context.trace_id for r in roots.values()}) == 3  # one trace per request
+
+
+def test_verify_span_counts_drafts_without_bonus(spec_spans):
+    batch = Batch([Req(i) for i in range(3)])
+    run_steps(Worker(), batch, [[0, 1, 3], [2, 2, 0]])
+    for r in batch.reqs:
+        r.time_stats.finish()
+
+    spec_spans.assert_accepted_sum(8)
+    verify = spec_spans.spans("spec_verify")
+    by_root = {s.context.span_id: s.attributes[SpanAttr.REQUEST_ID] for s in spec_spans.roots()}
+    got = sorted(
+        (
+            by_root[s.parent.span_id],
+            s.attributes[SpanAttr.STEP],
+            s.attributes[SpanAttr.ACCEPTED_TOKENS],
+            s.attributes[SpanAttr.EMITTED_TOKENS],
+            s.attributes[SpanAttr.PROPOSED_TOKENS],
+        )
+        for s in verify
+    )
+    assert got == [
+        ("0", 0, 0, 1, 3),
+        ("0", 1, 2, 3, 3),
+        ("1", 0, 1, 2, 3),
+        ("1", 1, 2, 3, 3),
+        ("2", 0, 3, 4, 3),
+        ("2", 1, 0, 1, 3),
+    ]
+    root1 = next(s for s in spec_spans.roots() if s.attributes[SpanAttr.REQUEST_ID] == "1")
+    assert root1.attributes[SpanAttr.ACCEPT_RATE] == pytest.approx(3 / 6)
+    assert root1.attributes[SpanAttr.ACCEPT_LENGTH] == pytest.approx((3 + 2) / 2)
+    assert batch.reqs[1].time_stats.summary()["verify_rounds"] == 2
+
+
+def test_draft_span_carries_the_active_width(spec_spans):
+    worker, batch = Worker(), Batch([Req(0)])
+    worker.draft(batch)
+    worker.num_steps = 7
+    worker.draft(batch)
+    widths = [
+        s.attributes[SpanAttr.NUM_STEPS]
+        for s in sorted(spec_spans.spans("spec_draft"), key=lambda s: s.start_time)
+    ]
+    assert widths == [3, 7]
+
+
+@pytest.mark.parametrize(
+    "level,expected",
+    [
+        (1, {"spec_request"}),
+        (2, {"spec_request", "spec_draft", "spec_verify"}),
+        (3, {"spec_request", "spec_draft", "spec_verify", "spec_draft_extend"}),
+    ],
+)
+def test_stages_above_the_level_record_nothing(spec_spans, level, expected):
+    set_trace_level(level)
+    batch = Batch([Req(0), Req(1)])
+    run_steps(Worker(), batch, [[1, 1]])
+    for r in batch.reqs:
+        r.time_stats.finish()
+    assert {s.name for s in spec_spans.spans()} == expected
+    spec_spans.assert_max_level(level)
+
+
+def test_set_time_batch_uses_one_timestamp_for_the_whole_batch(spec_spans):
+    reqs = [Req(i) for i in range(64)]
+    set_time_batch(reqs, ReqTimeStats.set_spec_draft_start_time)
+    time.sleep(0.001)
+    set_time_batch(reqs, ReqTimeStats.set_spec_draft_end_time)
+    drafts = spec_spans.spans("spec_draft")
+    assert len(drafts) == 64
+    assert len({(s.start_time, s.end_time) for s in drafts}) == 1
+    assert drafts[0].end_time - drafts[0].start_time >= 1_000_000
+
+
+def test_verify_end_batch_takes_a_tensor_of_accepted_counts(spec_spans):
+    reqs = [Req(i) for i in range(4)]
+    set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
+    set_spec_verify_end_time_batch(reqs, torch.tensor([0, 1, 2, 3]), proposed=3)
+    verify = spec_spans.spans("spec_verify")
+    assert sorted(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify) == [0, 1, 2, 3]
+    assert {s.attributes[SpanAttr.PROPOSED_TOKENS] for s in verify} == {3}
+
+
+def test_bare_req_time_stats_are_accepted_as_batch_members(spec_spans):
+    stats = [ReqTimeStats(rid=i) for i in range(2)]
+    now = time.perf_counter()
+    spec_tracing.record_batch_stage(stats, RequestStage.SPEC_DRAFT, now - 0.01, now)
+    assert len(spec_spans.spans("spec_draft")) == 2
+
+
+def test_per_request_setters_and_trace_slice(spec_spans):
+    st = ReqTimeStats(rid="a")
+    st.set_spec_verify_start_time()
+    st.set_spec_verify_end_time(accepted_tokens=2, proposed_tokens=4)
+    t = time.perf_counter()
+    st.trace_slice("spec_draft_extend", t - 0.002, t, {"note": "x"})
+    st.finish()
+    (verify,) = spec_spans.spans("spec_verify")
+    assert verify.attributes[SpanAttr.ACCEPTED_TOKENS] == 2
+    (ext,) = spec_spans.spans("spec_draft_extend")
+    assert ext.attributes["note"] == "x"
+    assert ext.end_time - ext.start_time == pytest.approx(2_000_000, abs=1000)
+
+
+def test_timestamps_convert_from_perf_counter_to_epoch_ns(spec_spans):
+    before = time.time_ns()
+    st = ReqTimeStats()
+    st.set_spec_draft_start_time()
+    st.set_spec_draft_end_time()
+    st.finish()
+    after = time.time_ns()
+    for s in spec_spans.spans():
+        assert before - 2_000_000 <= s.start_time <= s.end_time <= after + 2_000_000
+
+
+def test_abort_ends_the_root_with_an_error_status_once(spec_spans):
+    st = ReqTimeStats(rid="x")
+    st.abort("client went away")
+    st.finish()
+    (root,) = spec_spans.roots()
+    assert root.status.status_code.name == "ERROR"
+    assert root.status.description == "client went away"
+    assert root.attributes[SpanAttr.FINISH_REASON] == "abort"
+
+
+def test_carrier_makes_the_request_a_child_of_the_callers_trace(spec_spans):
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    st = ReqTimeStats(carrier={"traceparent": caller})
+    st.set_spec_draft_start_time()
+    st.set_spec_draft_end_time()
+    st.finish()
+    (root,) = spec_spans.roots()
+    assert f"{root.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert f"{root.parent.span_id:016x}" == "b7ad6b7169203331"
+    (draft,) = spec_spans.spans("spec_draft")
+    assert draft.parent.span_id == root.context.span_id
+    assert st.carrier()["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+def test_disabled_path_records_nothing_and_allocates_no_trace():
+    assert not spec_tracing.get_global_tracing_enabled()
+    batch = Batch([Req(0)])
+    assert batch.reqs[0].time_stats.trace_id == 0
+    run_steps(Worker(), batch, [[1]])
+    set_time_batch(batch.reqs, ReqTimeStats.set_spec_draft_start_time)
+    assert (
+        spec_tracing.record.hotpath._queue is not None
+        and len(spec_tracing.record.hotpath._queue) == 0
+    )
+    assert spec_tracing.stats()["spans"] == 0
+
+
+def test_trace_only_false_still_stamps_requests_when_tracing_is_off():
+    reqs = [Req(0), Req(1)]
+    set_time_batch(reqs, ReqTimeStats.set_spec_draft_start_time, trace_only=False)
+    stamps = {r.time_stats.last_times["spec_draft.start"] for r in reqs}
+    assert len(stamps) == 1
+
+
+def test_bad_accepted_counts_are_dropped_and_counted_not_raised(spec_spans):
+    reqs = [Req(0), Req(1)]
+    for bad in ([1], [1, 2, 3], [-1, 0], [0.5, 1], ["a", 1]):
+        set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
+        set_spec_verify_end_time_batch(reqs, bad)
+    set_time_batch([object()], ReqTimeStats.set_spec_draft_start_time)
+    assert spec_spans.spans("spec_verify") == []
+    assert spec_tracing.stats()["invalid_events"] == 6
+
+
+def test_instrument_method_wraps_a_foreign_class_and_uninstrument_restores_it(spec_spans):
+    class Foreign:
+        def verify(self, batch):
+            return VerifyOut([1] * len(batch.reqs), 2)
+
+    original = Foreign.__dict__["verify"]
+    assert instrument_method(Foreign, "verify", stage="spec_verify")
+    assert not instrument_method(Foreign, "verify", stage="spec_verify")  # idempotent
+    batch = Batch([Req(0)])
+    Foreign().verify(batch)
+    assert len(spec_spans.spans("spec_verify")) == 1  # not doubled
+    assert uninstrument_method(Foreign, "verify")
+    assert Foreign.__dict__["verify"] is original
+    Foreign().verify(batch)
+    assert len(spec_spans.spans("spec_verify")) == 1
+
+
+def test_uninstrument_of_an_inherited_method_leaves_the_subclass_as_it_was():
+    class Base:
+        def draft(self, batch):
+            return None
+
+    class Child(Base):
+        pass
+
+    instrument_method(Child, "draft", stage="spec_draft")
+    assert "draft" in Child.__dict__
+    uninstrument_method(Child, "draft")
+    assert "draft" not in Child.__dict__
+
+
+def test_instrument_method_by_import_path(spec_spans):
+    import json
+
+    assert instrument_method(
+        "json.JSONEncoder.encode",
+        stage="spec_draft",
+        reqs=lambda instance, args, kwargs: [ReqTimeStats(rid="j")],
+    )
+    try:
+        assert __import__("json").JSONEncoder().encode([1]) == "[1]"
+        assert len(spec_spans.spans("spec_draft")) == 1
+    finally:
+        assert uninstrument_method("json:JSONEncoder.encode")
+    assert "encode" in json.JSONEncoder.__dict__
+    assert not hasattr(json.JSONEncoder.__dict__["encode"], "__wrapped__")
+
+
+def test_a_path_naming_no_parameter_is_a_clear_error():
+    with pytest.raises(ValueError, match="'bacth' is not self, result or a parameter"):
+        trace_stage("spec_draft", reqs="bacth.reqs")(lambda batch: None)
+
+
+def test_exception_in_a_stage_is_reraised_and_marked_on_the_span(spec_spans):
+    class Boom:
+        @trace_stage("spec_draft")
+        def draft(self, batch):
+            raise RuntimeError("oom")
+
+    with pytest.raises(RuntimeError, match="oom"):
+        Boom().draft(Batch([Req(0)]))
+    (span,) = spec_spans.spans("spec_draft")
+    assert span.attributes[SpanAttr.ERROR_TYPE] == "RuntimeError"
+
+
+def test_full_buffer_drops_and_counts_instead_of_growing():
+    spec_tracing.enable(exporter="none", queue_size=4)
+    recorder = spec_tracing.lifecycle._active.recorder
+    with recorder._lock:  # hold the consumer so the buffer fills
+        before = spec_tracing.record.hotpath.dropped
+        reqs = [Req(0)]
+        for _ in range(10):
+            set_time_batch(reqs, ReqTimeStats.set_spec_draft_start_time)
+        assert len(recorder.queue) == 4
+        assert spec_tracing.record.hotpath.dropped - before == 6
+
+
+def test_a_disabled_decorated_method_is_the_plain_function_and_enable_swaps_it():
+    plain = Worker.__dict__["draft"]
+    assert not hasattr(plain, "_spec_tracing_stage")  # off: exactly the undecorated method
+    spec_tracing.enable(exporter="none")
+    traced = Worker.__dict__["draft"]
+    assert traced._spec_tracing_stage == RequestStage.SPEC_DRAFT
+    assert traced.__wrapped__ is plain
+    spec_tracing.shutdown()
+    assert Worker.__dict__["draft"] is plain
+    set_trace_level(2)  # a level change while off swaps nothing in
+    assert Worker.__dict__["draft"] is plain
+
+
+def test_level_zero_at_run_time_swaps_the_plain_methods_back(spec_spans):
+    assert hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+    set_trace_level(0)
+    assert not hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+    set_trace_level(3)
+    assert hasattr(Worker.__dict__["verify"], "_spec_tracing_stage")
+
+
+ENABLE_BEFORE_HOOKS = """
+import sys
+import spec_tracing
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+spec_tracing.enable(tracer_provider=provider)
+assert "spec_tracing.record.hooks" not in sys.modules  # the lazy package has not loaded it yet
+from spec_tracing import ReqTimeStats, RequestStage, trace_stage
+
+class Worker:  # an engine module imported after enable()
+    @trace_stage(RequestStage.SPEC_DRAFT)
+    def draft(self, reqs):
+        return None
+
+req = ReqTimeStats(rid=1)
+Worker().draft([req])
+req.finish()
+spec_tracing.flush()
+print(sorted(s.name for s in exporter.get_finished_spans()))
+spec_tracing.shutdown()
+plain = spec_tracing.record.hooks._decorated[Worker]["draft"][0]
+print(Worker.__dict__["draft"] is plain)
+"""
+
+
+def test_a_class_decorated_after_enable_is_traced_and_restored_at_shutdown():
+    """The package loads hooks.py on first use, so an engine's classes may well be created
+    after enable(): they must get the traced methods, and the plain ones back at shutdown."""
+    env = clean_env()
+    done = subprocess.run(
+        [sys.executable, "-c", ENABLE_BEFORE_HOOKS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["['spec_draft', 'spec_request']", "True"]

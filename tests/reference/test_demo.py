@@ -1,0 +1,161 @@
+"""The main job: the demo's trace, read back from its OTLP JSON file, matches the engine."""
+
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import clean_env
+
+import spec_tracing
+from spec_tracing.reference.engine import Engine, demo_prompts
+from spec_tracing.report.otlp_json import read_spans
+from spec_tracing.semconv import SpanAttr
+
+ROOT = Path(__file__).parents[2]
+
+
+def _run_traced(tmp_path, worker, level, adaptive=None):
+    path = tmp_path / f"{worker}.jsonl"
+    spec_tracing.enable(exporter="file", file=str(path), level=level)
+    engine = Engine(worker, batch_size=5, num_steps=3, adaptive=adaptive)
+    reqs = [engine.add_request(p, 24) for p in demo_prompts(12)]
+    engine.run()
+    spec_tracing.shutdown()
+    return reqs, read_spans(str(path))
+
+
+@pytest.mark.parametrize("worker", ["eagle", "ngram", "multi-layer"])
+def test_every_decode_step_of_every_request_has_its_stage_spans(tmp_path, worker):
+    reqs, spans = _run_traced(tmp_path, worker, level=3)
+    roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
+    assert sorted(roots) == sorted(r.rid for r in reqs)
+    children = defaultdict(lambda: defaultdict(dict))
+    for s in spans:
+        if s.name != "spec_request":
+            children[s.parent_span_id][s.name][s.attributes.get(SpanAttr.STEP)] = s
+    stages = ["spec_draft", "spec_verify"] + (["spec_draft_extend"] if worker != "ngram" else [])
+    for req in reqs:
+        root = roots[req.rid]
+        mine = children[root.span_id]
+        assert all(
+            c.trace_id == root.trace_id for by_step in mine.values() for c in by_step.values()
+        )
+        steps = list(range(len(req.steps)))
+        for stage in stages:
+            assert sorted(mine[stage]) == steps, f"{req.rid} {stage}"
+        assert "spec_draft_extend" not in mine or worker != "ngram"
+        for step, (width, proposed, accepted) in enumerate(req.steps):
+            verify = mine["spec_verify"][step].attributes
+            assert verify[SpanAttr.ACCEPTED_TOKENS] == accepted
+            assert verify[SpanAttr.PROPOSED_TOKENS] == proposed
+            assert verify[SpanAttr.EMITTED_TOKENS] == accepted + 1
+            assert verify[SpanAttr.NUM_STEPS] == width
+        assert len(mine["prefill"]) == 1
+
+
+def test_level_2_drops_draft_extend_and_keeps_draft_and_verify(tmp_path):
+    _, spans = _run_traced(tmp_path, "eagle", level=2)
+    names = {s.name for s in spans}
+    assert names == {"spec_request", "prefill", "spec_draft", "spec_verify"}
+
+
+def test_adaptive_width_changes_show_on_the_spans(tmp_path):
+    reqs, spans = _run_traced(
+        tmp_path,
+        "eagle",
+        level=3,
+        adaptive={"1": {"candidate_steps": [1, 2, 4], "warmup": 1, "update_interval": 1}},
+    )
+    seen = {s.attributes[SpanAttr.NUM_STEPS] for s in spans if s.name == "spec_verify"}
+    used = {w for r in reqs for w, _, _ in r.steps}
+    assert seen == used and len(seen) > 1
+
+
+def test_demo_command_prints_a_summary_and_writes_the_trace(tmp_path):
+    env = clean_env()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spec_tracing.cli",
+            "demo",
+            "--num-requests",
+            "6",
+            "--max-new-tokens",
+            "16",
+            "--batch-size",
+            "3",
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    for label in (
+        "spec_draft",
+        "spec_verify",
+        "spec_draft_extend",
+        "accept rate",
+        "accept length",
+        "decode steps",
+        "tokens/s",
+        "draft width used",
+        "trace",
+    ):
+        assert label in out.stdout
+    trace = tmp_path / "spec-traces.jsonl"
+    assert str(trace) in out.stdout
+    spans = read_spans(str(trace))
+    assert sum(1 for s in spans if s.name == "spec_request") == 6
+    report = subprocess.run(
+        [sys.executable, "-m", "spec_tracing.cli", "report", str(trace)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0
+    rate = next(line for line in out.stdout.splitlines() if line.startswith("accept rate"))
+    assert rate in report.stdout  # the report of the file says what the live run said
+
+
+def test_demo_rejects_a_bad_variable_with_a_clear_message(tmp_path):
+    env = clean_env()
+    env["SPEC_TRACING_LEVEL"] = "9"
+    out = subprocess.run(
+        [sys.executable, "-m", "spec_tracing.cli", "demo", "--quiet"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "SPEC_TRACING_LEVEL='9'" in out.stderr
+
+
+def test_compose_file_validates_and_the_collector_pipeline_reaches_jaeger():
+    compose = Path(sys.executable).parent / "docker-compose"
+    out = subprocess.run(
+        [str(compose), "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert {"jaeger", "otel-collector"} <= set(services)
+    published = {p["published"] for p in services["otel-collector"]["ports"]}
+    assert {"4317", "4318"} <= published
+    assert any(p["published"] == "16686" for p in services["jaeger"]["ports"])
+    collector = yaml.safe_load((ROOT / "collector-config" / "otel-collector.yaml").read_text())
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"] and "batch" in pipeline["processors"]
+    (exporter,) = pipeline["exporters"]
+    assert collector["exporters"][exporter]["endpoint"] == "jaeger:4317"
+    assert set(collector["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}

@@ -1,0 +1,191 @@
+"""`spec-tracing report` on a captured demo run: the summary, per-request lines, the HTML page
+(rendered in headless Chromium) and Jaeger's upload JSON; bad files get clear errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import clean_env
+
+from spec_tracing.report.otlp_json import read_spans
+from spec_tracing.semconv import SpanAttr
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _cli(*args, cwd=None):
+    env = clean_env()
+    return subprocess.run(
+        [sys.executable, "-m", "spec_tracing.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory):
+    """A trace file of a small demo run."""
+    pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("run") / "run.jsonl"
+    done = _cli(
+        "demo", "--quiet", "--num-requests", "6", "--max-new-tokens", "24", "--trace-file", path
+    )
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def test_report_prints_per_request_lines(captured):
+    done = _cli("report", str(captured), "--requests")
+    assert done.returncode == 0, done.stderr
+    roots = [s for s in read_spans(str(captured)) if s.name == "spec_request"]
+    lines = done.stdout.splitlines()
+    for root in roots:
+        rid = root.attributes[SpanAttr.REQUEST_ID]
+        (line,) = [x for x in lines if x.startswith(rid + " ")]
+        fields = line.split()
+        assert int(fields[2]) == root.attributes[SpanAttr.VERIFY_ROUNDS]
+        assert int(fields[3]) == root.attributes[SpanAttr.TOTAL_ACCEPTED]
+        assert fields[-1] == "stop"
+
+
+def test_jaeger_json_keeps_traces_parents_times_and_counts(captured, tmp_path):
+    out = tmp_path / "jaeger.json"
+    done = _cli("report", str(captured), "--jaeger-json", str(out))
+    assert done.returncode == 0, done.stderr
+    spans = read_spans(str(captured))
+    doc = json.loads(out.read_text())
+    traces = doc["data"]
+    assert {t["traceID"] for t in traces} == {s.trace_id for s in spans}
+    assert sum(len(t["spans"]) for t in traces) == len(spans)
+    by_id = {s.span_id: s for s in spans}
+    jaeger_accepted = 0
+    for trace in traces:
+        ids = {s["spanID"] for s in trace["spans"]}
+        for js in trace["spans"]:
+            original = by_id[js["spanID"]]
+            assert js["traceID"] == trace["traceID"] == original.trace_id
+            assert js["operationName"] == original.name
+            assert js["startTime"] == original.start_ns // 1000
+            assert js["duration"] == (original.end_ns - original.start_ns) // 1000
+            assert js["processID"] in trace["processes"]
+            if original.parent_span_id:
+                (ref,) = js["references"]
+                assert ref == {
+                    "refType": "CHILD_OF",
+                    "traceID": trace["traceID"],
+                    "spanID": original.parent_span_id,
+                }
+                assert ref["spanID"] in ids  # the request root is in the same trace
+            else:
+                assert js["references"] == []
+            tags = {t["key"]: t for t in js["tags"]}
+            if js["operationName"] == "spec_verify":
+                tag = tags[SpanAttr.ACCEPTED_TOKENS]
+                assert tag["type"] == "int64"
+                jaeger_accepted += tag["value"]
+        services = {p["serviceName"] for p in trace["processes"].values()}
+        assert services == {spans[0].resource["service.name"]}
+    assert jaeger_accepted == sum(
+        s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in spans if s.name == "spec_verify"
+    )
+
+
+def _chromium():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("REQUIRE_CHROMIUM"):
+            pytest.fail("REQUIRE_CHROMIUM is set but chromium is not installed")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+def test_html_page_draws_in_headless_chromium(captured, tmp_path):
+    image = pytest.importorskip("PIL.Image")
+    page = tmp_path / "report.html"
+    done = _cli("report", str(captured), "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    html = page.read_text()
+    assert "<script" not in html and "http://" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )  # self-contained: nothing to fetch
+    chromium = _chromium()
+    profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+    dom = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    spans = read_spans(str(captured))
+    for name in ("spec_draft", "spec_verify", "spec_draft_extend"):
+        expected = sum(1 for s in spans if s.name == name)
+        assert dom.stdout.count(f'class="{name}"') == expected > 0
+    assert dom.stdout.count('class="request"') == 6
+    assert 'class="accept-bucket"' in dom.stdout
+
+    png = tmp_path / "report.png"
+    shot = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, *profile, "--window-size=1300,900", f"--screenshot={png}"]
+        + [page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
+    picture = image.open(png).convert("RGB")
+    counts = {colour: n for n, colour in picture.getcolors(maxcolors=1 << 24)}
+    total = picture.width * picture.height
+    non_white = 1 - counts.get((255, 255, 255), 0) / total
+    assert non_white > 0.03, f"page looks blank ({non_white:.1%} drawn)"
+    colours = set(counts)
+    assert (0x4C, 0x78, 0xA8) in colours  # draft bars were painted
+    assert (0x2E, 0x8B, 0x57) in colours  # the acceptance chart's bars
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_bad_files_name_the_line(captured, tmp_path):
+    # The exporter may batch the whole run into one line, so only good[0] is sure to exist.
+    good = [line for line in captured.read_text().splitlines() if line.strip()]
+
+    not_json = _write(tmp_path / "a.jsonl", [good[0], "oops", good[0]])
+    done = _cli("report", str(not_json))
+    assert done.returncode == 2
+    assert f"{not_json}:2: not JSON" in done.stderr
+
+    wrong_shape = _write(tmp_path / "b.jsonl", [good[0], json.dumps({"resourceMetrics": []})])
+    done = _cli("report", str(wrong_shape))
+    assert done.returncode == 2
+    assert f"{wrong_shape}:2: not an OTLP trace export request" in done.stderr
+
+    missing = _cli("report", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "cannot be read" in missing.stderr
+
+
+def test_truncated_last_line_is_skipped_with_a_warning(captured, tmp_path):
+    good = [line for line in captured.read_text().splitlines() if line.strip()]
+    cut = _write(tmp_path / "cut.jsonl", good + [good[0][: len(good[0]) // 2]])
+    done = _cli("report", str(cut))
+    assert done.returncode == 0, done.stderr
+    assert f"{cut}:{len(good) + 1}: truncated last line skipped" in done.stderr
+    whole = _cli("report", str(_write(tmp_path / "whole.jsonl", good)))
+    assert done.stdout == whole.stdout  # everything before the cut was read
