@@ -18,7 +18,10 @@ import concurrent.futures.thread  # noqa: F401, I001
 import importlib
 from typing import TYPE_CHECKING
 
+from . import _moved
 from .version import __version__
+
+_moved.install()
 
 _EXPORTS = {
     "record.hooks": ("instrument_method", "trace_stage", "uninstrument_method"),
