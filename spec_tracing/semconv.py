@@ -31,3 +31,23 @@ class SpanAttr:
 
 
 INSTRUMENTATION_SCOPE = "spec_tracing"
+
+
+def step_attributes(step: int, accepted: int | None, proposed: int | None) -> tuple:
+    """The per-request attributes of a stage span, in the order both encoders write them: the
+    step; and on spec_verify the accepted drafts (bonus excluded), the emitted tokens (accepted +
+    the bonus token) and, when known, the drafts proposed."""
+    if accepted is None:
+        return ((SpanAttr.STEP, step),)
+    if proposed is None:
+        return (
+            (SpanAttr.STEP, step),
+            (SpanAttr.ACCEPTED_TOKENS, accepted),
+            (SpanAttr.EMITTED_TOKENS, accepted + 1),
+        )
+    return (
+        (SpanAttr.STEP, step),
+        (SpanAttr.ACCEPTED_TOKENS, accepted),
+        (SpanAttr.EMITTED_TOKENS, accepted + 1),
+        (SpanAttr.PROPOSED_TOKENS, proposed),
+    )

@@ -148,8 +148,9 @@ def _make_writer(settings, version: str, on_loss) -> Writer:
     from opentelemetry.sdk.resources import Resource
 
     from ..semconv import INSTRUMENTATION_SCOPE
-    from .exporters import EncodedSpans, accepts_encoded, build_span_exporter
+    from .exporters import build_span_exporter
     from .otlp_proto import OtlpEncoder
+    from .sdk_private import EncodedSpans, accepts_encoded
     from .sdk_spans import SpanBuilder
 
     resource = Resource.create()

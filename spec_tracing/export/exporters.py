@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SpanExporter, SpanExportResult
 
 from ..settings import ConfigError, Settings
+from .sdk_private import grpc_exporter_class, http_exporter_class
 
 _ID_KEYS = ("traceId", "spanId", "parentSpanId")
 
@@ -70,52 +71,14 @@ class OtlpJsonFileExporter(SpanExporter):
             self._file.close()
 
 
-class EncodedSpans:
-    """Spans already encoded as ExportTraceServiceRequest bytes (otlp_encode.py); what the
-    exporters below accept besides ReadableSpans."""
-
-    def __init__(self, payload: bytes, count: int):
-        self.payload = payload
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-
 def _otlp_exporter(otel: Mapping[str, str]) -> SpanExporter:
     protocol = otel.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or otel.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
     )
     if protocol.strip().lower() == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        class HttpExporter(OTLPSpanExporter):
-            # Pre-encoded bytes go straight to the exporter's HTTP client, with its retries.
-            def export(self, spans):
-                if isinstance(spans, EncodedSpans):
-                    if self._shutdown:
-                        return SpanExportResult.FAILURE
-                    result = self._client.export(spans.payload)
-                    return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
-                return super().export(spans)
-
-        return HttpExporter()
-
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-        ExportTraceServiceRequest,
-    )
-
-    class GrpcExporter(OTLPSpanExporter):
-        # Pre-encoded bytes are parsed (C, ~0.5 us a span) into the request the stub sends,
-        # keeping the exporter's retries, headers and TLS.
-        def _translate_data(self, data):
-            if isinstance(data, EncodedSpans):
-                return ExportTraceServiceRequest.FromString(data.payload)
-            return super()._translate_data(data)
-
+        return http_exporter_class()()
     # Reconnect to a restarted collector within seconds, not gRPC's default of up to 2 minutes.
-    return GrpcExporter(channel_options=_RECONNECT)
+    return grpc_exporter_class()(channel_options=_RECONNECT)
 
 
 _RECONNECT = (
@@ -123,16 +86,6 @@ _RECONNECT = (
     ("grpc.min_reconnect_backoff_ms", 500),
     ("grpc.max_reconnect_backoff_ms", 3000),
 )
-
-
-def accepts_encoded(exporter: SpanExporter | None) -> bool:
-    """Whether `exporter` takes EncodedSpans (the OTLP exporters built here, when the installed
-    SDK has the hooks they use)."""
-    if exporter is None or type(exporter).__name__ not in ("HttpExporter", "GrpcExporter"):
-        return False
-    if type(exporter).__name__ == "HttpExporter":
-        return hasattr(getattr(exporter, "_client", None), "export")
-    return hasattr(exporter, "_translate_data")
 
 
 def check_span_exporter(settings: Settings) -> None:

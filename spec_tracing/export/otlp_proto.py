@@ -3,8 +3,8 @@
 The SDK's path (a ReadableSpan, then encode_spans) costs ~27 us per span in Python; the exporter
 process would top out near 35k spans/s. A span record is a handful of ints, so the protobuf wire
 format is written here directly: ~3 us per span. The bytes are an ExportTraceServiceRequest that
-opentelemetry-proto parses to the same message the SDK would build from the same span (tested
-field by field in tests/test_otlp_encode.py), and the SDK's OTLP exporters send it.
+opentelemetry-proto parses to the same message the SDK would build from the same span (a property
+test in tests/export/test_otlp_proto.py), and the SDK's OTLP exporters send it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import random
 import struct
 from collections.abc import Mapping
 
-from ..semconv import SpanAttr
+from ..semconv import step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
 from .clock import clock_offset_ns, to_epoch_ns
@@ -24,6 +24,9 @@ _KIND_INTERNAL = b"\x30\x01"  # field 6 (kind), SPAN_KIND_INTERNAL
 # Span.flags (field 16, fixed32) as the SDK writes them: "is-remote known", and "parent remote".
 _FLAGS_LOCAL = b"\x85\x01" + struct.pack("<I", 0x100)
 _FLAGS_REMOTE = b"\x85\x01" + struct.pack("<I", 0x300)
+# An empty Status (field 15) for unset status, as the SDK's encoder writes it, so both paths
+# decode to equal messages.
+_STATUS_UNSET = b"\x7a\x00"
 
 
 def _varint(value: int) -> bytes:
@@ -119,8 +122,6 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
     name_field = _field(5, name.encode()) + _KIND_INTERNAL
     shared = b"".join(_key_value(k, v) for k, v in batch_attrs.items())
     kv, getrandbits, offset = _key_value, random.getrandbits, clock_offset_ns()
-    step_key, acc_key = SpanAttr.STEP, SpanAttr.ACCEPTED_TOKENS
-    emit_key, prop_key = SpanAttr.EMITTED_TOKENS, SpanAttr.PROPOSED_TOKENS
     out = []
     for trace_id, root_id, t0, t1, step, acc, prop in rows:
         parts = [
@@ -130,13 +131,10 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
             name_field,
             b"\x39", _pack_q(int(t0 * 1e9) + offset),
             b"\x41", _pack_q(int(t1 * 1e9) + offset),
-            shared, kv(step_key, step),
+            shared,
         ]  # fmt: skip
-        if acc is not None:
-            parts += (kv(acc_key, acc), kv(emit_key, acc + 1))
-            if prop is not None:
-                parts.append(kv(prop_key, prop))
-        parts.append(_FLAGS_LOCAL)
+        parts += [kv(key, value) for key, value in step_attributes(step, acc, prop)]
+        parts += (_STATUS_UNSET, _FLAGS_LOCAL)
         body = b"".join(parts)
         out.append(b"\x12" + _varint(len(body)) + body)
     return out
@@ -144,7 +142,7 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
 
 def _root_span(trace_id, span_id, parent, t0, t1, attrs, error) -> bytes:
     encoded = b"".join(_key_value(k, v) for k, v in attrs.items())
-    status = b""
+    status = _STATUS_UNSET
     if error is not None:
         status = _field(15, _field(2, str(error).encode()) + b"\x18\x02")  # STATUS_CODE_ERROR
     parent_id = parent[1] if parent is not None else None

@@ -22,10 +22,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from ..semconv import INSTRUMENTATION_SCOPE, SpanAttr
+from ..semconv import INSTRUMENTATION_SCOPE, step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
 from .clock import to_epoch_ns
+from .sdk_private import span_processor
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,7 @@ class SpanBuilder:
     def _stage(self, out: list, name: str, batch_attrs: dict, rows: list) -> None:
         for trace_id, root_id, t0, t1, step, acc, prop in rows:
             attrs = dict(batch_attrs)
-            attrs[SpanAttr.STEP] = step
-            if acc is not None:
-                attrs[SpanAttr.ACCEPTED_TOKENS] = acc
-                attrs[SpanAttr.EMITTED_TOKENS] = acc + 1
-                if prop is not None:
-                    attrs[SpanAttr.PROPOSED_TOKENS] = prop
+            attrs.update(step_attributes(step, acc, prop))
             parent = SpanContext(trace_id, root_id, False, _SAMPLED)
             span_id = random.getrandbits(64) or 1
             out.append(self._span(name, trace_id, span_id, parent, t0, t1, attrs))
@@ -90,7 +86,7 @@ class SpanSink:
 
     def __init__(self, provider: Any, version: str = ""):
         self.provider = provider
-        self._processor = provider._active_span_processor
+        self._processor = span_processor(provider)
         self._sampler = provider.sampler
         self._builder = SpanBuilder(provider.resource, version)
         self.spans = 0

@@ -8,14 +8,14 @@ one spans go to. A bad variable is logged (not raised: the application must stil
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Collection
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from .. import lifecycle
 from ..record.hotpath import get_global_tracing_enabled
-from ..settings import ConfigError, parse_bool
+from ..settings import ConfigError
+from ._wrapping import tracing_requested
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def enable_from_environment(tracer_provider=None) -> None:
     if get_global_tracing_enabled():
         return
     try:
-        if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
+        if tracing_requested():
             lifecycle.enable(tracer_provider=tracer_provider)
     except ConfigError as exc:
         if str(exc) not in _reported:

@@ -34,14 +34,13 @@ import threading
 from collections.abc import Collection
 from time import perf_counter
 
-import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from ..record import hotpath
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
 from ..stages import RequestStage
+from ._wrapping import WrapTable
 from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,6 @@ _VERIFY = RequestStage.SPEC_VERIFY
 _WIDTH_FIELDS = ("num_assistant_tokens", "num_output_tokens")
 _ids = itertools.count()
 _local = threading.local()
-_wrapped: list[tuple[type, str]] = []  # what instrument() replaced, for uninstrument()
 
 
 class _Call:
@@ -201,6 +199,9 @@ def _targets():
     return targets
 
 
+_table = WrapTable(_targets)
+
+
 class TransformersInstrumentor(BaseInstrumentor):
     """spec_draft / spec_verify spans and acceptance metrics for transformers' assisted
     generation and prompt lookup. `instrument()` wraps; `uninstrument()` restores the original
@@ -211,13 +212,7 @@ class TransformersInstrumentor(BaseInstrumentor):
 
     def _instrument(self, **kwargs) -> None:
         enable_from_environment(kwargs.get("tracer_provider"))
-        for owner, name, wrapper in _targets():
-            if isinstance(vars(owner)[name], wrapt.ObjectProxy):
-                continue  # wrapped already (by another instance): never trace a round twice
-            wrapt.wrap_function_wrapper(owner, name, wrapper)
-            _wrapped.append((owner, name))
+        _table.wrap()
 
     def _uninstrument(self, **kwargs) -> None:
-        while _wrapped:
-            owner, name = _wrapped.pop()
-            unwrap(owner, name)
+        _table.unwrap()

@@ -33,15 +33,14 @@ import logging
 from collections.abc import Collection
 from time import perf_counter
 
-import wrapt
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
-from opentelemetry.instrumentation.utils import unwrap
 
 from ..record import hotpath
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
 from ..stages import RequestStage
+from ._wrapping import WrapTable
 from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,6 @@ _requests: dict[str, ReqTimeStats] = {}  # EngineCore: request id -> its trace s
 # inside vLLM's own per-request accounting loop.
 _round: tuple[list, list, list] | None = None
 _ending: list | None = None  # EngineCore: requests freed during the current step
-_wrapped: list[tuple[type, str]] = []
 
 
 # --- worker process: the model runner's timestamps -------------------------------------------
@@ -238,18 +236,8 @@ def _targets():
     ]
 
 
-def wrap_all() -> None:
-    for owner, name, wrapper in _targets():
-        if isinstance(vars(owner).get(name), wrapt.ObjectProxy):
-            continue
-        wrapt.wrap_function_wrapper(owner, name, wrapper)
-        _wrapped.append((owner, name))
-
-
-def _unwrap_all() -> None:
-    while _wrapped:
-        owner, name = _wrapped.pop()
-        unwrap(owner, name)
+_table = WrapTable(_targets)
+wrap_all = _table.wrap  # what the vllm.general_plugins entry point calls
 
 
 class VLLMInstrumentor(BaseInstrumentor):
@@ -267,4 +255,4 @@ class VLLMInstrumentor(BaseInstrumentor):
         wrap_all()
 
     def _uninstrument(self, **kwargs) -> None:
-        _unwrap_all()
+        _table.unwrap()

@@ -5,7 +5,6 @@ wrapt, OpenTelemetry, vLLM's scheduler and model runner) only when SPEC_TRACING_
 from __future__ import annotations
 
 import logging
-import os
 
 logger = logging.getLogger(__name__)
 
@@ -14,9 +13,9 @@ def register() -> None:
     """Wrap vLLM in this process when SPEC_TRACING_ENABLED is set. Tracing itself starts with
     the first request (after vLLM has set up its own tracing)."""
     try:
-        from ..settings import parse_bool
+        from ._wrapping import tracing_requested
 
-        if parse_bool("SPEC_TRACING_ENABLED", os.environ.get("SPEC_TRACING_ENABLED", "")):
+        if tracing_requested():
             from .vllm import wrap_all
 
             wrap_all()

@@ -1,0 +1,115 @@
+"""Every use of an OpenTelemetry SDK name that is not public API, in one place.
+
+Three shortcuts save the exporter most of its cost, and each leans on an SDK internal:
+- finished spans are handed to a provider's span processors directly (`_active_span_processor`),
+  the object the SDK's own tracer hands them to;
+- pre-encoded OTLP bytes go to the HTTP exporter's `_client.export` (checking `_shutdown`), and
+  into the gRPC exporter through its `_translate_data` hook, so retries, headers and TLS stay the
+  SDK's.
+`missing()` lists what the installed SDK lacks; tests/export/test_sdk_private.py fails on an SDK
+that renamed any of them. Without the encoder hooks, spans are built as SDK ReadableSpans and
+exported the public way (slower, same result); without `_active_span_processor` spans cannot be
+handed over, and enable() says so naming the SDK version.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The SDK releases these internals were read from and tested against.
+TESTED = "opentelemetry-sdk 1.40 .. 1.45"
+
+
+class EncodedSpans:
+    """Spans already encoded as ExportTraceServiceRequest bytes (otlp_proto.py); what the
+    exporters below accept besides ReadableSpans."""
+
+    def __init__(self, payload: bytes, count: int):
+        self.payload = payload
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def sdk_version() -> str:
+    from opentelemetry.sdk.version import __version__
+
+    return __version__
+
+
+def span_processor(provider: Any) -> Any:
+    """The processor an SDK TracerProvider hands finished spans to."""
+    try:
+        return provider._active_span_processor
+    except AttributeError:
+        raise RuntimeError(
+            f"spec-tracing cannot hand spans to this TracerProvider ({type(provider).__name__}, "
+            f"opentelemetry-sdk {sdk_version()}): it has no _active_span_processor; "
+            f"spec-tracing was tested with {TESTED}"
+        ) from None
+
+
+def http_exporter_class() -> type:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    class HttpExporter(OTLPSpanExporter):
+        accepts_encoded = hasattr(OTLPSpanExporter(), "_client")
+
+        # Pre-encoded bytes go straight to the exporter's HTTP client, with its retries.
+        def export(self, spans):
+            if isinstance(spans, EncodedSpans):
+                if self._shutdown:
+                    return SpanExportResult.FAILURE
+                result = self._client.export(spans.payload)
+                return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+            return super().export(spans)
+
+    return HttpExporter
+
+
+def grpc_exporter_class() -> type:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    class GrpcExporter(OTLPSpanExporter):
+        accepts_encoded = hasattr(OTLPSpanExporter, "_translate_data")
+
+        # Pre-encoded bytes are parsed (C, ~0.5 us a span) into the request the stub sends,
+        # keeping the exporter's retries, headers and TLS.
+        def _translate_data(self, data):
+            if isinstance(data, EncodedSpans):
+                return ExportTraceServiceRequest.FromString(data.payload)
+            return super()._translate_data(data)
+
+    return GrpcExporter
+
+
+def accepts_encoded(exporter: Any) -> bool:
+    """Whether `exporter` takes EncodedSpans (an exporter class above, on an SDK that still has
+    the hooks it uses)."""
+    return bool(getattr(type(exporter), "accepts_encoded", False))
+
+
+def missing() -> list[str]:
+    """The SDK internals used here that the installed SDK lacks."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+    from opentelemetry.sdk.trace import TracerProvider
+
+    gone = []
+    if not hasattr(TracerProvider(), "_active_span_processor"):
+        gone.append("TracerProvider._active_span_processor")
+    http = Http()
+    for name in ("_client", "_shutdown"):
+        if not hasattr(http, name):
+            gone.append(f"http OTLPSpanExporter.{name}")
+    if not hasattr(getattr(http, "_client", None), "export"):
+        gone.append("http OTLPSpanExporter._client.export")
+    http.shutdown()
+    if not hasattr(Grpc, "_translate_data"):
+        gone.append("grpc OTLPSpanExporter._translate_data")
+    return gone
