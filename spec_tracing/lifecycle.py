@@ -77,6 +77,7 @@ def enable(
         except BaseException:
             output.shutdown(0.0)
             raise
+        hotpath.invalid = hotpath.dropped_finishes = 0  # stats() counts from this enable()
         materializer = Materializer(output.deliver)
         if meters.provider is not None:
             materializer.metrics = SpecMetrics.for_provider(meters.provider, stats)
@@ -169,8 +170,9 @@ def stats() -> dict[str, int]:
     active = _active
     out = {
         "dropped_events": hotpath.dropped,
+        "dropped_finishes": hotpath.dropped_finishes,
         "spans": 0,
-        "invalid_events": 0,
+        "invalid_events": hotpath.invalid,
         "unmatched_ends": 0,
         "consumer_errors": 0,
         "export_dropped_spans": 0,
@@ -179,7 +181,7 @@ def stats() -> dict[str, int]:
     if active is not None:
         out.update(
             spans=active.output.spans,
-            invalid_events=active.materializer.invalid,
+            invalid_events=hotpath.invalid + active.materializer.invalid,
             consumer_errors=active.recorder.consumer_errors,
         )
         out.update(active.output.export_counts)

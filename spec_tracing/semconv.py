@@ -6,6 +6,8 @@ from __future__ import annotations
 class SpanAttr:
     # On spec_verify: accepted draft tokens of the request in that step, bonus token excluded.
     ACCEPTED_TOKENS = "accepted_tokens"
+    # SGLang's name for accepted_tokens, on verify spans made from SGLang's own calls.
+    NUM_CORRECT_DRAFTS = "num_correct_drafts"
     # Draft tokens proposed to the request in that step (the width actually used).
     PROPOSED_TOKENS = "spec_decode.proposed_tokens"
     # Tokens the step emitted for the request: accepted drafts + the bonus token.

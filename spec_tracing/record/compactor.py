@@ -10,8 +10,10 @@ and is counted; a single warning says so.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from ..semconv import SpanAttr
@@ -28,29 +30,76 @@ class InvalidEvent(ValueError):
     pass
 
 
-def _counts(values: Any, n: int, what: str) -> list[int] | None:
+# Drafts a request can be offered or accept in one round. Far above any real width (EAGLE trees
+# score ~64 tokens), low enough that a garbage count cannot make the per-position metrics loop
+# run for minutes (a count of 2**40 once did).
+MAX_DRAFTS = 1 << 16
+_ATTR_TYPES = (str, bool, int, float)
+
+
+def _count(value: Any) -> int | None:
+    """A valid per-request count, or None."""
+    try:
+        value = operator.index(value)
+    except TypeError:
+        return None
+    return value if 0 <= value <= MAX_DRAFTS else None
+
+
+def _counts(values: Any, n: int, what: str) -> list | None:
+    """Per-request counts (None for an entry that is not a count in 0..MAX_DRAFTS)."""
     if values is None:
         return None
-    if isinstance(values, int) and not isinstance(values, bool):
-        values = [values] * n
-    elif hasattr(values, "tolist"):  # torch tensor / numpy array, read here, off the hot thread
+    if hasattr(values, "tolist"):  # torch tensor / numpy array, read here, off the hot thread
         values = values.tolist()
+    if isinstance(values, int) and not isinstance(values, bool):
+        return [_count(values)] * n
     try:
-        out = [operator.index(v) for v in values]
+        out = [_count(v) for v in values]
     except TypeError:
         raise InvalidEvent(f"{what} must be integers, got {values!r:.80}") from None
     if len(out) != n:
         raise InvalidEvent(f"{what} has {len(out)} entries for a batch of {n}")
-    if any(v < 0 for v in out):
-        raise InvalidEvent(f"{what} must be >= 0, got {out!r:.80}")
     return out
 
 
-def _time_stats(req: Any) -> ReqTimeStats:
+def _is_time(value: Any) -> bool:
+    return (type(value) is float or type(value) is int) and math.isfinite(value)
+
+
+def _time(value: Any) -> float:
+    if type(value) is not float and (type(value) is not int or isinstance(value, bool)):
+        raise InvalidEvent(f"timestamp {value!r:.40} is not a perf_counter() float")
+    if not math.isfinite(value):
+        raise InvalidEvent(f"timestamp {value!r} is not finite")
+    return value
+
+
+def clean_attributes(attrs: Any) -> tuple[dict, int]:
+    """The attributes an OTLP span can carry (str, bool, int64, float, or a list of one of
+    those), and how many values were dropped. Anything else would fail the export (or the pipe
+    to the exporter process) for every span sent with it."""
+    if not attrs:
+        return {}, 0
+    if not isinstance(attrs, dict):
+        return {}, 1
+    out, bad = {}, 0
+    for key, value in attrs.items():
+        if type(value) in _ATTR_TYPES and (type(value) is not int or -(2**63) <= value < 2**63):
+            out[str(key)] = value
+        elif isinstance(value, (list, tuple)) and all(type(v) in _ATTR_TYPES for v in value):
+            out[str(key)] = list(value) if len({type(v) for v in value}) <= 1 else None
+            if out[str(key)] is None:
+                del out[str(key)]
+                bad += 1
+        else:
+            bad += 1
+    return out, bad
+
+
+def _time_stats(req: Any) -> ReqTimeStats | None:
     stats = req if isinstance(req, ReqTimeStats) else getattr(req, "time_stats", None)
-    if not isinstance(stats, ReqTimeStats):
-        raise InvalidEvent(f"request {req!r:.60} has no ReqTimeStats (.time_stats)")
-    return stats
+    return stats if isinstance(stats, ReqTimeStats) else None
 
 
 def _handles(stats: list) -> tuple:
@@ -73,21 +122,43 @@ class Materializer:
             try:
                 self._process(event, out)
             except InvalidEvent as exc:
-                self.invalid += 1
-                if self.invalid == 1:
-                    logger.warning(
-                        "spec-tracing: dropped an event: %s (further bad events are "
-                        "counted, not logged)",
-                        exc,
-                    )
+                self._invalid(len(event[4]) if len(event) > 4 else 1, exc)
+            except Exception as exc:  # a malformed event must not cost the rest of the drain
+                self._invalid(1, exc)
         if out:
             self.deliver(out)
 
+    def _invalid(self, count: int, why: object) -> None:
+        self.invalid += count
+        if self.invalid == count:
+            logger.warning(
+                "spec-tracing: dropped bad input: %s (further bad input is counted in "
+                "stats()['invalid_events'], not logged)",
+                why,
+            )
+
     def _process(self, event: tuple, out: list) -> None:
         kind, stage, t0, t1, reqs, accepted, proposed, attrs = event
-        stats = [_time_stats(r) for r in reqs]
         if kind == FINISH:
-            self._finish(stats[0], t0, attrs or {}, out)
+            st = _time_stats(reqs[0])
+            if st is None:
+                raise InvalidEvent(f"request {reqs[0]!r:.60} has no ReqTimeStats")
+            self._finish(st, t0, attrs or {}, out)
+            return
+        t0 = _time(t0)
+        if kind == SLICE:
+            t1 = _time(t1)
+        # Requests are checked one by one: one bad request costs its own span, not the batch's.
+        stats = []
+        keep = []
+        for i, req in enumerate(reqs):
+            st = _time_stats(req)
+            if st is None:
+                self._invalid(1, f"request {req!r:.60} has no ReqTimeStats (.time_stats)")
+            else:
+                stats.append(st)
+                keep.append(i)
+        if not stats:
             return
         name = stage.name
         if kind == START:
@@ -95,39 +166,60 @@ class Materializer:
             if handles:
                 out.append((START, name, t0, handles))
             return
-        n = len(stats)
+        n = len(reqs)
         acc = _counts(accepted, n, "accepted counts")
         prop = _counts(proposed, n, "proposed counts")
-        batch_attrs = {SpanAttr.BATCH_SIZE: n}
-        if attrs:
-            batch_attrs.update(attrs)
+        batch_attrs, bad_attrs = clean_attributes(attrs)
+        if bad_attrs:
+            self._invalid(bad_attrs, f"attribute values of {name} that OTLP cannot carry")
+        batch_attrs[SpanAttr.BATCH_SIZE] = n
         if name == _VERIFY and acc is not None:
             if prop is None:
                 # The width actually offered this round: the batch's, if not given per request;
                 # unknown otherwise (the round then counts for accept_length only).
-                prop = [batch_attrs.get(SpanAttr.NUM_STEPS)] * n
+                prop = [_count(batch_attrs.get(SpanAttr.NUM_STEPS, -1))] * n
+            acc = [acc[i] for i in keep]
+            prop = [prop[i] for i in keep]
+            good = [j for j, a in enumerate(acc) if a is not None]
+            if len(good) < len(acc):
+                self._invalid(len(acc) - len(good), f"accepted counts not in 0..{MAX_DRAFTS}")
+                stats = [stats[j] for j in good]
+                acc = [acc[j] for j in good]
+                prop = [prop[j] for j in good]
             for st, a, p in zip(stats, acc, prop, strict=True):
                 st.acceptance.add(a, p)
-            if self.metrics is not None:  # every request counts, sampled or not
+            if self.metrics is not None and acc:  # every request counts, sampled or not
                 self.metrics.record_verify(acc, prop, batch_attrs)
         else:
             acc = prop = None
         handles = _handles(stats)
         if not handles:
             return
-        if len(handles) < n and acc is not None:
-            keep = [i for i, st in enumerate(stats) if st.sampled]
-            acc, prop = [acc[i] for i in keep], [prop[i] for i in keep]
+        if len(handles) < len(stats) and acc is not None:
+            sampled = [i for i, st in enumerate(stats) if st.sampled]
+            acc, prop = [acc[i] for i in sampled], [prop[i] for i in sampled]
         if kind == END:
             out.append((END, name, t0, handles, acc, prop, batch_attrs))
         else:
             out.append((SLICE, name, t0, t1, handles, acc, prop, batch_attrs))
 
-    def _finish(self, st: ReqTimeStats, ts: float, how: dict, out: list) -> None:
+    def _finish(self, st: ReqTimeStats, ts: Any, how: dict, out: list) -> None:
         if not st.sampled:
             return
+        # A root is never dropped: bad times or attributes are replaced and counted.
+        t0, ts = st.start_ts, ts
+        try:
+            t0 = _time(t0)
+        except InvalidEvent as exc:
+            self._invalid(1, exc)
+            t0 = _time(ts) if _is_time(ts) else perf_counter()
+        if not _is_time(ts):
+            self._invalid(1, f"finish timestamp {ts!r:.40}")
+            ts = max(t0, perf_counter())
         summary = st.acceptance.as_dict()
-        attrs: dict[str, Any] = dict(st.attributes)
+        attrs, bad = clean_attributes(st.attributes)
+        if bad:
+            self._invalid(bad, "request attribute values that OTLP cannot carry")
         if st.rid is not None:
             attrs[SpanAttr.REQUEST_ID] = str(st.rid)
         attrs[SpanAttr.FINISH_REASON] = how.get("reason", "stop")
@@ -140,4 +232,7 @@ class Materializer:
         ):
             if summary[key] is not None:
                 attrs[attr] = summary[key]
-        out.append((FINISH, st.handle, ts, (st.parent, st.start_ts, attrs, how.get("error"))))
+        error = how.get("error")
+        out.append(
+            (FINISH, st.handle, ts, (st.parent, t0, attrs, None if error is None else str(error)))
+        )

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import Any
 
-from ..stages import RequestStage, StageConfig, _check_level
+from ..stages import RequestStage, StageConfig, _check_level, get_stage
 from ..wire import END, SLICE
 
 LEVEL = 0  # current trace level; 0 means tracing is off
@@ -28,6 +28,10 @@ _capacity = 0
 _VERIFY = RequestStage.SPEC_VERIFY
 SINK = None  # the materializer's span sink while enabled (sampling decisions need it)
 dropped = 0  # events refused because the buffer was full (read by metrics and stats())
+invalid = 0  # calls whose arguments could not be read here (not iterable, unknown setter name)
+dropped_finishes = 0  # FINISH events refused even past the reserve (never seen in practice)
+# Setter name -> (kind, stage), filled by request_trace.py: SGLang passes setters by name.
+SETTERS: dict[str, tuple[int, StageConfig]] = {}
 
 
 def _push(event: tuple) -> None:
@@ -36,6 +40,36 @@ def _push(event: tuple) -> None:
         _queue.append(event)
     else:
         dropped += 1
+
+
+def _push_finish(event: tuple) -> None:
+    # A request's end must not be lost to a burst of stage events: finishes may use a reserve as
+    # large as the buffer itself (one small tuple per request), so a full buffer loses steps,
+    # not roots.
+    global dropped_finishes
+    if len(_queue) < 2 * _capacity:
+        _queue.append(event)
+    else:
+        dropped_finishes += 1
+
+
+def _resolve_stage(stage: Any) -> StageConfig | None:
+    """A stage given by name (or a bad value, counted)."""
+    global invalid
+    try:
+        return get_stage(stage)
+    except Exception:
+        invalid += 1
+        return None
+
+
+def _batch(reqs: Any) -> tuple | None:
+    global invalid
+    try:
+        return tuple(reqs)
+    except Exception:  # None, a number, an iterator that raises: counted, never raised
+        invalid += 1
+        return None
 
 
 def _freeze(values: Any) -> Any:
@@ -106,37 +140,61 @@ def record_batch_stage(
     `proposed` are per-request counts (list, tuple or tensor) or one int for all; `attrs` are
     attributes shared by the whole batch.
     """
+    if not LEVEL:
+        return
+    if type(stage) is not StageConfig:
+        stage = _resolve_stage(stage)
+        if stage is None:
+            return
     if LEVEL < stage.level:
         return
-    _push(
-        (SLICE, stage, start_ts, end_ts, tuple(reqs), _freeze(accepted), _freeze(proposed), attrs)
-    )
+    batch = _batch(reqs)
+    if batch is not None:
+        _push((SLICE, stage, start_ts, end_ts, batch, _freeze(accepted), _freeze(proposed), attrs))
 
 
-def set_time_batch(reqs: Iterable, set_func: Callable, trace_only: bool = True) -> None:
-    """Apply a ReqTimeStats setter (e.g. `ReqTimeStats.set_spec_draft_start_time`) to a batch.
+def set_time_batch(
+    reqs: Iterable,
+    set_func: Callable | str,
+    trace_only: bool = True,
+    attrs: dict | None = None,
+) -> None:
+    """Apply a ReqTimeStats setter to a batch: the method (`ReqTimeStats.set_spec_draft_start_time`)
+    or its name (`"set_spec_draft_start_time"`, as SGLang calls it). `attrs` go on the spans.
 
     One timestamp serves the whole batch. With tracing off and trace_only=True this returns after
     one flag read. With trace_only=False and tracing off, each request's `last_times` is still
     stamped (a per-request loop, for engines that read those stamps for their own metrics).
+    Never raises: a batch or setter that cannot be used is counted in stats()["invalid_events"].
     """
     if not LEVEL:
-        if trace_only:
-            return
-        ts = perf_counter()
-        for req in reqs:
-            set_func(getattr(req, "time_stats", req), ts)
+        if not trace_only:
+            _stamp_each(reqs, set_func)
         return
-    mark = getattr(set_func, "_spec_event", None)
+    mark = (
+        SETTERS.get(set_func) if type(set_func) is str else getattr(set_func, "_spec_event", None)
+    )
     if mark is None:  # a setter we do not know: call it per request
-        ts = perf_counter()
-        for req in reqs:
-            set_func(getattr(req, "time_stats", req), ts)
+        _stamp_each(reqs, set_func)
         return
     kind, stage = mark
     if LEVEL < stage.level:
         return
-    _push((kind, stage, perf_counter(), None, tuple(reqs), None, None, None))
+    batch = _batch(reqs)
+    if batch is not None:
+        _push((kind, stage, perf_counter(), None, batch, None, None, attrs))
+
+
+def _stamp_each(reqs: Iterable, set_func: Callable | str) -> None:
+    global invalid
+    ts = perf_counter()
+    try:
+        for req in reqs:
+            stats = getattr(req, "time_stats", req)
+            setter = getattr(stats, set_func) if type(set_func) is str else set_func.__get__(stats)
+            setter(ts)
+    except Exception:
+        invalid += 1
 
 
 def set_spec_verify_end_time_batch(
@@ -154,18 +212,10 @@ def set_spec_verify_end_time_batch(
     """
     if LEVEL < 2:
         return
-    _push(
-        (
-            END,
-            _VERIFY,
-            perf_counter() if ts is None else ts,
-            None,
-            tuple(reqs),
-            _freeze(accepted),
-            _freeze(proposed),
-            attrs,
-        )
-    )
+    batch = _batch(reqs)
+    if batch is not None:
+        t = perf_counter() if ts is None else ts
+        _push((END, _VERIFY, t, None, batch, _freeze(accepted), _freeze(proposed), attrs))
 
 
 def make_stage_wrapper(stage: StageConfig, get_reqs, get_accepted, get_proposed, get_attrs):

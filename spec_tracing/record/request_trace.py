@@ -20,11 +20,13 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ..acceptance import Acceptance
-from ..stages import RequestStage, StageConfig, get_stage
+from ..semconv import SpanAttr
+from ..stages import RequestStage, StageConfig
 from ..wire import END, FINISH, SLICE, START
 from . import hotpath
 
 _propagator = TraceContextTextMapPropagator()
+_CORRECT = SpanAttr.NUM_CORRECT_DRAFTS
 
 
 def _random_id(bits: int) -> int:
@@ -45,6 +47,7 @@ def _boundary(kind: int, stage: StageConfig, suffix: str):
 
     setter._spec_event = (kind, stage)
     setter.__name__ = f"set_{stage.name}_{suffix}_time"
+    hotpath.SETTERS[setter.__name__] = (kind, stage)
     setter.__doc__ = f"Mark the {suffix} of {stage.name} for this request (perf_counter seconds)."
     return setter
 
@@ -59,8 +62,8 @@ def _abandoned(state: dict) -> None:
         ghost.__dict__.update(state, finished=True)
         if hotpath.recording():
             how = {"reason": "abandoned", "error": "request dropped without finish() or abort()"}
-            hotpath._push((FINISH, RequestStage.REQUEST, perf_counter(), None, (ghost,), None,
-                           None, how))  # fmt: skip
+            hotpath._push_finish((FINISH, RequestStage.REQUEST, perf_counter(), None, (ghost,),
+                                  None, None, how))  # fmt: skip
     except Exception:  # a finalizer must never raise
         pass
 
@@ -114,7 +117,11 @@ class ReqTimeStats:
         self.sampled = False
         sink = hotpath.SINK
         if hotpath.LEVEL and sink is not None:
-            self._start_trace(sink, carrier)
+            try:
+                self._start_trace(sink, carrier)
+            except Exception:  # a carrier we cannot read: a new trace, counted
+                hotpath.invalid += 1
+                self._start_trace(sink, None)
 
     def _start_trace(self, sink, carrier: dict | None) -> None:
         ctx = _propagator.extract(carrier) if carrier else None
@@ -169,11 +176,20 @@ class ReqTimeStats:
         accepted_tokens: int = 0,
         proposed_tokens: int | None = None,
         attrs: dict | None = None,
+        *,
+        num_correct_drafts: int | None = None,
     ) -> None:
         """End spec_verify with this step's accepted draft count (bonus token excluded) and,
-        if known, the number of drafts proposed in the step."""
+        if known, the number of drafts proposed in the step. `num_correct_drafts` is SGLang's
+        name for the accepted count (SGLang calls `set_spec_verify_end_time(num_correct_drafts=n)`);
+        the span then carries it under both names."""
         ts = perf_counter() if ts is None else ts
         self.last_times["spec_verify.end"] = ts
+        if num_correct_drafts is not None:
+            accepted_tokens = num_correct_drafts
+            attrs = (
+                {**attrs, _CORRECT: num_correct_drafts} if attrs else {_CORRECT: num_correct_drafts}
+            )
         if hotpath.LEVEL >= 2 and self.sampled:
             hotpath._push(
                 (
@@ -194,8 +210,10 @@ class ReqTimeStats:
         self, stage: StageConfig | str, start_ts: float, end_ts: float, attrs: dict | None = None
     ) -> None:
         """Record a span for `stage` over [start_ts, end_ts] (perf_counter seconds)."""
-        stage = get_stage(stage)
-        if hotpath.LEVEL >= stage.level and self.sampled:
+        if not (hotpath.LEVEL and self.sampled):
+            return
+        stage = hotpath._resolve_stage(stage)
+        if stage is not None and hotpath.LEVEL >= stage.level:
             hotpath._push((SLICE, stage, start_ts, end_ts, (self,), None, None, attrs))
 
     def finish(self, ts: float | None = None, reason: str = "stop") -> None:
@@ -214,7 +232,7 @@ class ReqTimeStats:
         self._disown()
         if self.sampled and hotpath.recording():
             ts = perf_counter() if ts is None else ts
-            hotpath._push((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
+            hotpath._push_finish((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
 
     def carrier(self) -> dict[str, str]:
         """W3C trace context of this request's root span, to hand to another service."""

@@ -228,14 +228,19 @@ def test_trace_only_false_still_stamps_requests_when_tracing_is_off():
     assert len(stamps) == 1
 
 
-def test_bad_accepted_counts_are_dropped_and_counted_not_raised(spec_spans):
+def test_bad_accepted_counts_are_dropped_and_counted_per_request_not_raised(spec_spans):
     reqs = [Req(0), Req(1)]
-    for bad in ([1], [1, 2, 3], [-1, 0], [0.5, 1], ["a", 1]):
+    # A list of the wrong length is bad for the whole batch (2 each); a bad entry only for its
+    # own request (1 each), whose neighbour still gets its span.
+    for bad in ([1], [1, 2, 3], [-1, 0], [0.5, 1], ["a", 1], [2**40, 1]):
         set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
         set_spec_verify_end_time_batch(reqs, bad)
     set_time_batch([object()], ReqTimeStats.set_spec_draft_start_time)
-    assert spec_spans.spans("spec_verify") == []
-    assert spec_tracing.stats()["invalid_events"] == 6
+    verify = spec_spans.spans("spec_verify")
+    assert sorted(s.attributes["accepted_tokens"] for s in verify) == [0, 1, 1, 1]
+    assert {s.attributes["spec_request.id"] for s in spec_spans.roots()} <= {"0", "1"}
+    assert {s.parent.span_id for s in verify} == {reqs[1].time_stats.span_id}
+    assert spec_tracing.stats()["invalid_events"] == 2 + 2 + 1 + 1 + 1 + 1 + 1
 
 
 def test_instrument_method_wraps_a_foreign_class_and_uninstrument_restores_it(spec_spans):
