@@ -6,6 +6,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from .export.assembler import SpanAssembler
-from .export.outputs import InProcessOutput, ProcessOutput, build_output
+from .export.outputs import InProcessOutput, ProcessOutput, ThreadOutput, build_output
 from .metrics.instruments import SpecMetrics
 from .metrics.readers import Meters, build_meters
 from .record import hotpath
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class _Active:
     settings: Settings
-    output: InProcessOutput | ProcessOutput
+    output: InProcessOutput | ProcessOutput | ThreadOutput
     materializer: Materializer
     recorder: Recorder
     meters: Meters
@@ -63,12 +64,13 @@ def enable(
     settings = Settings.from_env(**overrides)
     with _lock:
         if _active is not None:
-            _shutdown_locked(settings.shutdown_timeout_ms)
+            # Reconfigure: requests in flight stay open and end through the new setup.
+            _shutdown_locked(settings.shutdown_timeout_ms, end_open=False)
         output = build_output(settings, tracer_provider, span_exporter, __version__)
         own_exporter = (
             tracer_provider is None
             and span_exporter is None
-            and (isinstance(output, ProcessOutput) or output.owned)
+            and isinstance(output, (ProcessOutput, ThreadOutput))
         )
         try:
             meters = build_meters(
@@ -95,33 +97,99 @@ def _timeout_s(timeout_ms: int | None) -> float:
     return ms / 1000
 
 
+class _Deadline:
+    """One time budget shared by every step of a flush or shutdown (each step gets what is
+    left, not the whole budget again)."""
+
+    def __init__(self, timeout_s: float):
+        self.end = time.monotonic() + max(timeout_s, 0.0)
+
+    def left(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+    def left_ms(self) -> int:
+        return int(self.left() * 1000)
+
+
+def _bounded(work, timeout_s: float, what: str) -> bool:
+    """Run `work` on a daemon thread and wait for it at most timeout_s (+0.25 s): whatever an
+    exporter, a collector or a stopped exporter process does, the caller gets its thread back in
+    time. False if it did not finish (it goes on in the background while the process lives)."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:
+            logger.debug("spec-tracing: %s failed", what, exc_info=True)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"spec-tracing-{what}", daemon=True).start()
+    if not done.wait(timeout_s + 0.25 if timeout_s > 0 else 0.0):
+        if timeout_s > 0:
+            logger.warning(
+                "spec-tracing: %s did not finish within %.0f ms; gave up waiting "
+                "(what was not exported is counted in stats())",
+                what,
+                timeout_s * 1000,
+            )
+        return False
+    return True
+
+
 def flush(timeout_ms: int | None = None) -> bool:
-    """Turn everything recorded so far into spans and push them through the exporters."""
+    """Turn everything recorded so far into spans and push them through the exporters. Returns
+    within `timeout_ms` (default SPEC_TRACING_SHUTDOWN_TIMEOUT_MS) + 0.25 s; False if that was
+    not enough. A timeout of 0 starts the flush and does not wait for it."""
     active = _active
     if active is None:
         return True
     timeout = _timeout_s(timeout_ms)
-    drained = active.recorder.flush(timeout)
-    flushed = active.output.flush(timeout)
-    active.meters.flush(int(timeout * 1000))
-    return flushed and drained
+    deadline = _Deadline(timeout)
+    result = [False]
+
+    def work() -> None:
+        drained = active.recorder.flush(deadline.left())
+        flushed = active.output.flush(deadline.left())
+        active.meters.flush(deadline.left_ms())
+        result[0] = flushed and drained
+
+    return _bounded(work, timeout, "flush") and result[0]
 
 
 def shutdown(timeout_ms: int | None = None) -> None:
-    """Stop tracing: drain the buffer, flush and shut down what enable() started."""
-    with _lock:
+    """Stop tracing: drain the buffer, flush and shut down what enable() started. Returns within
+    `timeout_ms` (default SPEC_TRACING_SHUTDOWN_TIMEOUT_MS) + 0.25 s whatever the collector or
+    the exporter process does; 0 means "don't wait"."""
+    if not _lock.acquire(timeout=max(_timeout_s(timeout_ms) if _active else 0.0, 0.0) + 0.25):
+        return  # another shutdown is under way, and holds the lock past our budget
+    try:
         if _active is not None:
             _shutdown_locked(_timeout_s(timeout_ms) * 1000)
+    finally:
+        _lock.release()
 
 
-def _shutdown_locked(timeout_ms: float) -> None:
+def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
     global _active
-    end_unfinished("tracing shut down before the request finished")
+    if end_open:
+        end_unfinished("tracing shut down before the request finished")
     active, _active = _active, None
     hotpath.SINK = None
-    active.recorder.shutdown(timeout_ms / 1000)
-    active.output.shutdown(timeout_ms / 1000)
-    active.meters.shutdown(int(timeout_ms))
+    hotpath._deactivate()  # the engine stops recording now, whatever happens below
+    timeout = timeout_ms / 1000
+    deadline = _Deadline(timeout)
+
+    def work() -> None:
+        try:
+            active.recorder.shutdown(deadline.left())
+            active.output.shutdown(deadline.left())
+        finally:
+            active.meters.shutdown(deadline.left_ms())
+
+    if not _bounded(work, timeout, "shutdown"):
+        active.output.abandon()
 
 
 def _after_fork_in_child() -> None:

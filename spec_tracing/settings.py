@@ -9,6 +9,7 @@ surfacing later inside the engine. Header values are never echoed (they carry cr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -70,6 +71,23 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, str], str]:
         return value
 
     return parse
+
+
+def _host(name: str, raw: str) -> str:
+    import ipaddress
+
+    text = raw.strip()
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    if not re.fullmatch(
+        r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
+        text,
+    ):
+        raise ConfigError(name, raw, "an IP address or a host name")
+    return text
 
 
 def _text(name: str, raw: str) -> str:
@@ -187,7 +205,7 @@ SPEC_VARS: tuple[Var, ...] = (
         "SPEC_TRACING_PROMETHEUS_HOST",
         "prometheus_host",
         "127.0.0.1",
-        _text,
+        _host,
         "Address the Prometheus endpoint binds to; 0.0.0.0 to let other hosts scrape it.",
     ),
     Var(
@@ -202,34 +220,69 @@ SPEC_VARS: tuple[Var, ...] = (
 
 def _url(name: str, raw: str) -> str:
     text = raw.strip()
+    allowed = "a URL with scheme http, https or grpc and a host, or host:port (gRPC)"
     # "host:port" without a scheme is what the SDK's gRPC exporter (and vLLM's
     # --otlp-traces-endpoint) also accept: TLS unless OTEL_EXPORTER_OTLP_INSECURE=true.
-    parsed = urlparse(text if "://" in text else "//" + text)
-    schemeless_with_path = not parsed.scheme and (parsed.path or parsed.query)
-    if parsed.scheme not in ("http", "https", "") or not parsed.hostname or schemeless_with_path:
-        raise ConfigError(
-            name, raw, "a URL with scheme http or https and a host, or host:port (gRPC)"
-        )
+    # grpc:// is the form vLLM's own examples use; the SDK's gRPC exporter treats it as it
+    # treats host:port (TLS unless insecure).
     try:
+        parsed = urlparse(text if "://" in text else "//" + text)
         parsed.port  # noqa: B018 - raises on a non-numeric port
     except ValueError:
-        raise ConfigError(name, raw, "a URL with a numeric port") from None
+        raise ConfigError(name, raw, allowed + " (this one does not parse)") from None
+    schemeless_with_path = not parsed.scheme and (parsed.path or parsed.query)
+    if (
+        parsed.scheme not in ("http", "https", "grpc", "")
+        or not parsed.hostname
+        or schemeless_with_path
+    ):
+        raise ConfigError(name, raw, allowed)
     return raw
 
 
-def _key_values(name: str, raw: str, secret: bool = False) -> str:
+# The OTLP header syntax the SDK accepts without complaint (opentelemetry.util.re): it prints a
+# header it cannot parse to the log, secret and all, so such a value is refused here instead.
+_OWS = r"[ \t]*"
+_HEADER = re.compile(
+    rf"{_OWS}[\x21\x23-\x27\x2a\x2b\x2d\x2e\x30-\x39\x41-\x5a\x5e-\x7a\x7c\x7e]+{_OWS}="
+    rf"{_OWS}[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*{_OWS}"
+)
+
+
+def _headers(name: str, raw: str) -> str:
+    for item in re.split(r"[ \t]*,[ \t]*", raw):
+        if item and not _HEADER.fullmatch(item.strip()):
+            raise ConfigError(
+                name,
+                "<redacted>",
+                "comma-separated key=value pairs, values URL-encoded (no spaces, quotes, "
+                "commas, semicolons, backslashes or non-ASCII characters: write them as %XX)",
+            )
+    return raw
+
+
+def _key_values(name: str, raw: str) -> str:
     for item in raw.split(","):
         if not item.strip():
             continue
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
-            shown = "<redacted>" if secret else raw
-            raise ConfigError(name, shown, "comma-separated key=value pairs")
+            raise ConfigError(name, raw, "comma-separated key=value pairs")
     return raw
 
 
-def _headers(name: str, raw: str) -> str:
-    return _key_values(name, raw, secret=True)
+def _compression(name: str, raw: str) -> str:
+    # What the Python OTLP exporters implement (zstd is not among them).
+    return _choice(("gzip", "deflate", "none"))(name, raw)
+
+
+def _readable_file(name: str, raw: str) -> str:
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(name, raw, f"a readable file ({exc.strerror})") from None
+    return raw
 
 
 def _protocol(name: str, raw: str) -> str:
@@ -290,7 +343,27 @@ OTEL_VARS: tuple[tuple[str, Callable[[str, str], Any], str], ...] = (
         _positive_number,
         "Export timeout; the Python SDK reads it in seconds (default 10).",
     ),
+    ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", _positive_number, "Export timeout for traces, s."),
+    ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", _positive_number, "Export timeout for metrics, s."),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", _compression, "gzip, deflate or none."),
+    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", _compression, "Compression for traces only."),
+    ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", _compression, "Compression for metrics only."),
+    ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", _headers, "Headers for metrics only."),
+    ("OTEL_EXPORTER_OTLP_METRICS_INSECURE", parse_bool, "gRPC without TLS, metrics only."),
+    ("OTEL_EXPORTER_OTLP_CERTIFICATE", _readable_file, "CA certificate file (TLS)."),
+    ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", _readable_file, "CA certificate, traces only."),
+    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", _readable_file, "Client key file (mTLS)."),
+    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", _readable_file, "Client certificate (mTLS)."),
     ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", _protocol, "Protocol for metrics only."),
+    ("OTEL_METRIC_EXPORT_TIMEOUT", _int_in(0, None), "Metrics export timeout, ms."),
+    ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", _int_in(0, None), "Longest attribute value."),
+    ("OTEL_ATTRIBUTE_COUNT_LIMIT", _int_in(0, None), "Most attributes per span."),
+    ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", _int_in(0, None), "Longest span attribute."),
+    ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", _int_in(0, None), "Most attributes per span."),
+    ("OTEL_SPAN_EVENT_COUNT_LIMIT", _int_in(0, None), "Most events per span."),
+    ("OTEL_SPAN_LINK_COUNT_LIMIT", _int_in(0, None), "Most links per span."),
+    ("OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", _int_in(0, None), "Most attributes per event."),
+    ("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", _int_in(0, None), "Most attributes per link."),
     ("OTEL_METRIC_EXPORT_INTERVAL", _int_in(1, None), "Metrics export interval, ms."),
     ("OTEL_SERVICE_NAME", _text, "service.name of the resource."),
     ("OTEL_RESOURCE_ATTRIBUTES", _key_values, "key=value,... added to the resource."),
@@ -320,8 +393,8 @@ class Settings:
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"
-    # Raw OTEL_* values that were set (validated), for the provider.
-    otel: Mapping[str, str] = field(default_factory=dict)
+    # Raw OTEL_* values that were set (validated), for the provider. Not in repr: headers.
+    otel: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -39,6 +39,27 @@ BAD_VALUES = {
     "OTEL_BSP_EXPORT_TIMEOUT": "soon",
     "OTEL_BSP_MAX_QUEUE_SIZE": "0",
     "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "x",
+    # Values the exporter process used to die on after enable() had accepted them:
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "10s",
+    "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT": "abc",
+    "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "bogus",
+    "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "lz4",
+    "OTEL_EXPORTER_OTLP_METRICS_HEADERS": "a=b c",
+    "OTEL_EXPORTER_OTLP_METRICS_INSECURE": "maybe",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE": "/no/such/ca.pem",
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": "/no/such/ca.pem",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY": "/no/such/key.pem",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": "/no/such/cert.pem",
+    "OTEL_METRIC_EXPORT_TIMEOUT": "-3",
+    "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "abc",
+    "OTEL_ATTRIBUTE_COUNT_LIMIT": "-1",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT": "1.5",
+    "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "many",
+    "OTEL_SPAN_EVENT_COUNT_LIMIT": "x",
+    "OTEL_SPAN_LINK_COUNT_LIMIT": "x",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT": "x",
+    "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "x",
 }
 
 
@@ -119,3 +140,58 @@ def test_drain_interval_reaches_the_recorder(monkeypatch):
         assert spec_tracing.lifecycle._active.recorder.interval_s == 0.25
     finally:
         spec_tracing.shutdown()
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://[::1", "http://host:port", "grpc//x:1/y"],
+)
+def test_endpoints_that_do_not_parse_are_config_errors(monkeypatch, value):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value)
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    "value", ["grpc://127.0.0.1:4317", "http://127.0.0.1:4318", "https://c:4317", "c:4317"]
+)
+def test_every_endpoint_form_vllm_and_the_sdk_accept_is_accepted(monkeypatch, value):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value)
+    assert Settings.from_env().otel["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] == value
+
+
+def test_a_bad_prometheus_host_names_the_host_variable(monkeypatch):
+    monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_HOST", "not a host")
+    with pytest.raises(ConfigError, match="SPEC_TRACING_PROMETHEUS_HOST"):
+        Settings.from_env()
+
+
+SECRET = "Bearer s3cr3t-t0ken"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [f"authorization={SECRET}", f"authorization=x;{SECRET}", f'authorization="{SECRET}"',
+     f"authorization=é{SECRET}", f"authorization=a\\{SECRET}"],
+)  # fmt: skip
+def test_headers_the_sdk_would_print_are_refused_without_echoing_them(monkeypatch, header, caplog):
+    from opentelemetry.util.re import parse_env_headers
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env()
+    assert "s3cr3t" not in str(err.value) and "<redacted>" in str(err.value)
+    # The SDK itself would have printed it: the reason for refusing.
+    with caplog.at_level("WARNING"):
+        parse_env_headers(header)
+    assert "s3cr3t" in caplog.text
+
+
+def test_url_encoded_headers_are_accepted_and_never_in_repr(monkeypatch):
+    from opentelemetry.util.re import parse_env_headers
+
+    value = "authorization=Bearer%20s3cr3t,x-team=infra"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", value)
+    settings = Settings.from_env()
+    assert parse_env_headers(value)["authorization"] == "Bearer s3cr3t"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)

@@ -144,7 +144,9 @@ class Writer:
         }
 
 
-def _make_writer(settings, version: str, on_loss) -> Writer:
+def make_writer(settings, version: str, on_loss=None, exporter=None) -> Writer:
+    """A Writer around `exporter` (default: the one SPEC_TRACING_EXPORTER names), encoding OTLP
+    by hand when the exporter takes pre-encoded spans."""
     from opentelemetry.sdk.resources import Resource
 
     from ..semconv import INSTRUMENTATION_SCOPE
@@ -154,7 +156,8 @@ def _make_writer(settings, version: str, on_loss) -> Writer:
     from .sdk_spans import SpanBuilder
 
     resource = Resource.create()
-    exporter = build_span_exporter(settings)
+    if exporter is None:
+        exporter = build_span_exporter(settings)
     encode = None
     if accepts_encoded(exporter):
         encoder = OtlpEncoder(resource.attributes, INSTRUMENTATION_SCOPE, version)
@@ -201,7 +204,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             last_update[0] = now
             reply(("counts", counts()))
 
-    writer = _make_writer(settings, version, on_loss)
+    writer = make_writer(settings, version, on_loss)
     try:
         while True:
             try:

@@ -6,25 +6,28 @@ Both have the same shape: deliver(compact events), flush(timeout_s), shutdown(ti
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ..settings import Settings
 from .assembler import SpanAssembler
-from .exporters import build_span_exporter, check_span_exporter
-from .process import ExportProcess
+from .child import make_writer
+from .exporters import check_span_exporter
+from .process import _BACKOFF_S, ExportProcess, span_count
 from .sdk_spans import SpanSink
+
+logger = logging.getLogger(__name__)
 
 
 class InProcessOutput:
     """Spans made on the recorder's thread and handed to `provider`'s processors."""
 
-    def __init__(self, provider: TracerProvider, owned: bool, version: str):
+    def __init__(self, provider: TracerProvider, version: str):
         self.provider = provider
-        self.owned = owned
         self.sink = SpanSink(provider, version)
         self.assembler = SpanAssembler()
 
@@ -43,68 +46,179 @@ class InProcessOutput:
         return self.provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self, timeout_s: float) -> None:
+        # The provider is the application's: flush it, never shut it down.
         self.provider.force_flush(int(timeout_s * 1000))
-        if self.owned:
-            self.provider.shutdown()
+
+    def abandon(self) -> None:
+        pass
+
+
+class ThreadOutput:
+    """Spans built and exported on a thread of this process (SPEC_TRACING_EXPORT_PROCESS=false,
+    or an exporter given to enable()), through the same bounded Writer the exporter process
+    uses, so stats() counts what it drops and what fails (the SDK's BatchSpanProcessor would
+    drop past its 2,048-span queue without telling: 37% of a healthy run was lost that way)."""
+
+    provider = None
+
+    def __init__(self, settings: Settings, version: str, exporter=None):
+        self.sink = SpanSink(
+            TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
+        )
+        self.assembler = SpanAssembler()
+        self.writer = make_writer(settings, version, exporter=exporter)
+
+    def deliver(self, events: list) -> None:
+        self.writer.put(self.assembler.feed(events))
+
+    @property
+    def spans(self) -> int:
+        return self.writer.exported
+
+    @property
+    def export_counts(self) -> dict:
+        return {
+            "export_dropped_spans": self.writer.dropped,
+            "export_failed_spans": self.writer.failed,
+            "unmatched_ends": self.assembler.unmatched,
+        }
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.writer.flush(timeout_s)
+
+    def shutdown(self, timeout_s: float) -> None:
+        self.writer.stop(timeout_s)
+        if self.writer.exporter is not None:
+            self.writer.exporter.shutdown()
+
+    def abandon(self) -> None:
+        pass
 
 
 class ProcessOutput:
-    """Spans made and exported by a child process; sampling decided here with the same
-    sampler configuration (OTEL_TRACES_SAMPLER*) the child's provider has."""
+    """Spans made and exported by a child process, which this object supervises (restarted when
+    it dies; fork-aware); sampling decided here with the same sampler configuration
+    (OTEL_TRACES_SAMPLER*) the child's provider has."""
 
     provider = None
 
     def __init__(self, settings: Settings, version: str):
         check_span_exporter(settings)
         self.settings, self.version = settings, version
-        self.sink = SpanSink(TracerProvider(resource=Resource.get_empty()), version)
-        self.process = ExportProcess(settings, version)
+        self.sink = SpanSink(
+            TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
+        )
+        self._past = dict.fromkeys(_COUNTS, 0)  # totals of exporter processes gone before
+        self.restarts = 0
+        self._backoff = _BACKOFF_S[0]
+        self._next_start = 0.0
+        self.process: ExportProcess | None = None
         self.pid = os.getpid()
+        self._start()
 
-    def deliver(self, events: list) -> None:
+    def _start(self) -> None:
+        self.process = ExportProcess(self.settings, self.version, self.settings.export_queue_spans)
+
+    def _retire(self) -> None:
+        """Fold a dead process's counts into the totals; what it never reported is lost."""
+        old, self.process = self.process, None
+        counts = self._counts_of(old)
+        counts["export_lost_spans"] += old.unaccounted()
+        for key in _COUNTS:
+            self._past[key] += counts[key]
+        logger.warning(
+            "spec-tracing: the exporter process exited (code %s); %d spans it held are counted "
+            "as lost; starting a new one",
+            old.returncode,
+            old.unaccounted(),
+        )
+
+    def _ensure_process(self) -> bool:
         if os.getpid() != self.pid:  # forked: the pipe and the process are the parent's
             self.process.abandon()
-            self.process = ExportProcess(self.settings, self.version)
             self.pid = os.getpid()
-        self.process.deliver(events)
+            self._past = dict.fromkeys(_COUNTS, 0)
+            self._start()
+            return True
+        if self.process is not None and self.process.alive():
+            return True
+        if self.process is not None:
+            if time.monotonic() - self.process.started > 60:
+                self._backoff = _BACKOFF_S[0]  # it had been healthy: no penalty
+            self._retire()
+        now = time.monotonic()
+        if now < self._next_start:
+            return False
+        self._next_start = now + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_S[1])
+        self.restarts += 1
+        self._start()
+        return True
+
+    def deliver(self, events: list) -> None:
+        if self._ensure_process():
+            self.process.deliver(events)
+        else:  # waiting out the backoff: nothing runs to take them
+            self._past["export_lost_spans"] += span_count(events)
+
+    @staticmethod
+    def _counts_of(process: ExportProcess | None) -> dict:
+        if process is None:
+            return dict.fromkeys(_COUNTS, 0)
+        c = process.counts
+        return {
+            "export_dropped_spans": c.get("dropped_spans", 0) + process.dropped_spans,
+            "export_failed_spans": c.get("failed_spans", 0),
+            "export_lost_spans": process.unsent_spans,
+            "unmatched_ends": c.get("unmatched_ends", 0),
+            "spans": c.get("exported_spans", 0),
+        }
 
     @property
     def spans(self) -> int:
-        return self.process.spans
+        return self._past["spans"] + self._counts_of(self.process)["spans"]
 
     @property
     def export_counts(self) -> dict:
-        counts = self.process.counts
-        return {
-            "export_dropped_spans": counts.get("dropped_spans", 0),
-            "export_failed_spans": counts.get("failed_spans", 0),
-            "unmatched_ends": counts.get("unmatched_ends", 0),
-        }
+        now = self._counts_of(self.process)
+        return {k: self._past[k] + now[k] for k in _COUNTS if k != "spans"}
 
     def flush(self, timeout_s: float) -> bool:
+        if self.process is None or os.getpid() != self.pid:
+            return False
         return self.process.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
+        if self.process is None:
+            return
+        if os.getpid() != self.pid:  # a forked child never stops its parent's exporter
+            self.process.abandon()
+            return
         self.process.shutdown(timeout_s)
+
+    def abandon(self) -> None:
+        """Shutdown ran out of time: stop the exporter process now (it may be stopped or hung)."""
+        if self.process is not None and os.getpid() == self.pid:
+            self.process.kill()
+
+
+_COUNTS = ("export_dropped_spans", "export_failed_spans", "export_lost_spans", "unmatched_ends",
+           "spans")  # fmt: skip
 
 
 def build_output(settings: Settings, tracer_provider, span_exporter, version: str):
     """The output enable() asked for, in order of preference: `tracer_provider`; a
-    `span_exporter` on a provider of our own; the application's global SDK TracerProvider;
+    `span_exporter` (on a thread here); the application's global SDK TracerProvider;
     else the exporter SPEC_TRACING_EXPORTER names, in the exporter process unless
     SPEC_TRACING_EXPORT_PROCESS=off."""
     from opentelemetry import trace
 
     if tracer_provider is not None:
-        return InProcessOutput(tracer_provider, False, version)
+        return InProcessOutput(tracer_provider, version)
     if span_exporter is None:
         existing = trace.get_tracer_provider()
         if isinstance(existing, TracerProvider):
-            return InProcessOutput(existing, False, version)
+            return InProcessOutput(existing, version)
         if settings.export_process and settings.exporter != "none":
             return ProcessOutput(settings, version)
-        span_exporter = build_span_exporter(settings)
-    provider = TracerProvider(resource=Resource.create())
-    if span_exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(span_exporter))
-    return InProcessOutput(provider, True, version)
+    return ThreadOutput(settings, version, span_exporter)

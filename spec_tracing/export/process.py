@@ -1,47 +1,68 @@
-"""The exporter process: builds SDK spans and exports them away from the engine's GIL.
+"""The exporter process, parent half: start it, feed it, supervise it.
 
 Creating SDK spans and encoding OTLP costs ~25-30 us per span; done on a thread of the engine's
 process it steals the engine's interpreter lock. So when spec-tracing builds the exporter itself
-(SPEC_TRACING_EXPORT_PROCESS=auto, the default), the recorder's thread only turns events into
-compact events and pickles each drained batch down a pipe to this process, which owns the
-TracerProvider, its BatchSpanProcessor and the exporter.
+(SPEC_TRACING_EXPORT_PROCESS, on by default), the recorder's thread only turns events into
+compact events and pickles each drained batch; a sender thread writes it down a pipe to this
+process (`python -m spec_tracing.export`, child.py), which builds, encodes and exports the spans.
 
-The child is started with `python -m spec_tracing.export` (not multiprocessing), so the
-application's main module is never re-imported and needs no `__main__` guard. It runs in its own
-session (a terminal's Ctrl-C does not kill it before the parent flushed) and exits when the pipe
-closes, so it never outlives the engine.
+- Never blocks the recorder: the sender thread alone waits on the pipe, and batches waiting for
+  it are bounded (SPEC_TRACING_EXPORT_QUEUE_SPANS); past that they are dropped and counted. So a
+  stalled exporter process cannot pin the engine's request objects (they leave the engine's
+  buffer at every drain) nor grow the engine's memory without bound.
+- Accounts for every span handed to it: offered = exported + dropped + failed + lost, where
+  lost is what a dead exporter process had not reported on, and what was refused while none ran.
+- Supervised: a dead exporter process (OOM killer, SIGKILL) is replaced at the next drain, with a
+  backoff (0.5 s doubling to 30 s) so a process that dies at start cannot spin.
+
+The child is started with `python -m` (not multiprocessing), so the application's main module is
+never re-imported and needs no `__main__` guard. It runs in its own session (a terminal's Ctrl-C
+does not kill it before the parent flushed) and exits when the pipe closes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from multiprocessing.connection import Connection
+
+from ..wire import END, FINISH, SLICE
 
 logger = logging.getLogger(__name__)
 
+_BACKOFF_S = (0.5, 30.0)
+
+
+def span_count(events: list) -> int:
+    """Spans a list of compact events will make (a stage end or slice per handle; a root)."""
+    count = 0
+    for event in events:
+        kind = event[0]
+        if kind == FINISH:
+            count += 1
+        elif kind == END or kind == SLICE:
+            count += len(event[4] if kind == SLICE else event[3])
+    return count
+
 
 class ExportProcess:
-    """Parent side: `deliver(records)`, `flush(timeout)`, `shutdown(timeout)`."""
+    """One exporter process: `deliver(events)`, `flush(timeout)`, `shutdown(timeout)`, and the
+    counts it reported."""
 
-    def __init__(self, settings, version: str):
+    def __init__(self, settings, version: str, queue_spans: int):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "spec_tracing.export",
-                str(to_child_r),
-                str(from_child_w),
-            ],
+            [sys.executable, "-m", "spec_tracing.export", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w),
             env=env,
             start_new_session=True,
@@ -49,32 +70,99 @@ class ExportProcess:
         )
         os.close(to_child_r)
         os.close(from_child_w)
+        self.started = time.monotonic()
         self._out = Connection(to_child_w, readable=False)
         self._in = Connection(from_child_r, writable=False)
-        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self.counts: dict = {}  # exported/dropped/failed spans, as last reported by the child
-        self.lost_batches = 0  # record batches the pipe refused (the child is gone)
-        self._send(("settings", settings, version))
+        self.sent_spans = 0  # spans in batches written to the pipe
+        self.dropped_spans = 0  # refused here: the pipe was behind by more than the bound
+        self.unsent_spans = 0  # in batches the pipe refused (the child is gone)
+        self._queue_spans = queue_spans
+        self._pending: deque = deque()  # (payload bytes, spans)
+        self._pending_spans = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._sender = threading.Thread(
+            target=self._send_loop, name="spec-tracing-send", daemon=True
+        )
+        self._sender.start()
+        self._enqueue(pickle.dumps(("settings", settings, version)), 0, control=True)
 
-    def _send(self, message) -> bool:
-        try:
-            with self._lock:
-                self._out.send(message)
+    # --- the sender thread: the only one that may block on the pipe ---------------------------
+
+    def _enqueue(self, payload: bytes, spans: int, control: bool = False) -> bool:
+        with self._cond:
+            if self._closed:
+                self.unsent_spans += spans
+                return False
+            if not control and self._pending_spans + spans > self._queue_spans:
+                self.dropped_spans += spans
+                return False
+            self._pending.append((payload, spans))
+            self._pending_spans += spans
+            self._cond.notify()
             return True
-        except (OSError, EOFError, ValueError):
-            self.lost_batches += 1
-            return False
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                payload, spans = self._pending.popleft()
+            try:
+                self._out.send_bytes(payload)
+                ok = True
+            except (OSError, ValueError):
+                ok = False
+            with self._cond:
+                self._pending_spans -= spans
+                if ok:
+                    self.sent_spans += spans
+                else:
+                    self.unsent_spans += spans
+                    self._closed = True
+                    self.unsent_spans += self._pending_spans
+                    self._pending.clear()
+                    self._pending_spans = 0
+                self._cond.notify_all()
+
+    def _drained(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    # --- the recorder's side ------------------------------------------------------------------
 
     def deliver(self, events: list) -> None:
-        # May block while the pipe is full: only the recorder's thread waits, the engine's
-        # thread keeps appending to the bounded buffer (which drops and counts when full).
-        self._send(events)
+        spans = span_count(events)
+        try:
+            payload = pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # one unpicklable value must not cost the whole drain
+            keep = []
+            for event in events:
+                try:
+                    pickle.dumps(event)
+                    keep.append(event)
+                except Exception:
+                    self.dropped_spans += span_count([event])
+            spans, payload = span_count(keep), pickle.dumps(keep, pickle.HIGHEST_PROTOCOL)
+        self._enqueue(payload, spans)
         self._read_updates(0.0)
 
     def _read_updates(self, timeout_s: float, until: str | None = None) -> tuple | None:
         """Take the child's messages: count updates it sends on its own, and (with `until`)
         the reply to a request, waiting up to `timeout_s` for it."""
         deadline = time.monotonic() + timeout_s
+        if not self._read_lock.acquire(timeout=max(timeout_s, 0.0)):
+            return None
         try:
             while self._in.poll(max(0.0, deadline - time.monotonic())):
                 message = self._in.recv()
@@ -83,34 +171,76 @@ class ExportProcess:
                     return message
                 if until is None and not self._in.poll(0):
                     return None
-        except (OSError, EOFError):
+        except (OSError, EOFError, ValueError):
             pass
+        finally:
+            self._read_lock.release()
         return None
 
     def flush(self, timeout_s: float) -> bool:
-        if not self._send(("flush", int(timeout_s * 1000))):
+        deadline = time.monotonic() + timeout_s
+        ms = int(timeout_s * 1000)
+        if not self._enqueue(pickle.dumps(("flush", ms)), 0, control=True):
             return False
-        reply = self._read_updates(timeout_s + 0.5, until="flushed")
+        reply = self._read_updates(max(0.0, deadline - time.monotonic()), until="flushed")
         return bool(reply and reply[2])
 
     def shutdown(self, timeout_s: float) -> None:
-        if self._send(("stop", int(timeout_s * 1000))):
-            self._read_updates(timeout_s + 0.5, until="stopped")
-        for conn in (self._out, self._in):
-            conn.close()
+        deadline = time.monotonic() + timeout_s
+        if self._enqueue(pickle.dumps(("stop", int(timeout_s * 1000))), 0, control=True):
+            self._read_updates(max(0.0, deadline - time.monotonic()), until="stopped")
+        self._close()
         try:
-            self._proc.wait(timeout=max(timeout_s, 0.1))
+            self._proc.wait(timeout=max(deadline - time.monotonic(), 0.05))
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+            self.kill()
 
-    def abandon(self) -> None:
-        """In a forked child: let go of the parent's pipe ends without a word to its process."""
+    def _close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self.unsent_spans += self._pending_spans
+            self._pending.clear()
+            self._pending_spans = 0
+            self._cond.notify_all()
         for conn in (self._out, self._in):
             try:
                 conn.close()
             except OSError:
                 pass
+
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's pipe ends without a word to its process."""
+        with self._cond:
+            self._closed = True
+            self._pending.clear()
+        for conn in (self._out, self._in):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def kill(self) -> None:
+        try:
+            self._proc.kill()
+            self._proc.wait(timeout=1.0)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def unaccounted(self) -> int:
+        """Spans sent that the child never reported on (lost if it is gone)."""
+        c = self.counts
+        reported = sum(
+            c.get(k, 0)
+            for k in ("exported_spans", "dropped_spans", "failed_spans", "unmatched_ends")
+        )
+        return max(0, self.sent_spans - reported)
 
     @property
     def spans(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +59,10 @@ def build_meters(settings: Settings, readers: list | None, otlp: bool) -> Meters
         readers.append(reader)
     if not readers:
         return Meters()
-    provider = MeterProvider(resource=Resource.create(), metric_readers=readers)
+    # Our shutdown() bounds this provider's; the SDK's own exit hook would not be bounded.
+    provider = MeterProvider(
+        resource=Resource.create(), metric_readers=readers, shutdown_on_exit=False
+    )
     return Meters(provider, True, server, flushable)
 
 
@@ -85,6 +90,12 @@ def _prometheus(settings: Settings):
     try:
         server, _ = start_http_server(port, addr=settings.prometheus_host, registry=registry)
     except OSError as exc:
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(
+                "SPEC_TRACING_PROMETHEUS_HOST",
+                settings.prometheus_host,
+                f"an address of this machine ({exc.strerror})",
+            ) from None
         raise ConfigError(
             "SPEC_TRACING_PROMETHEUS_PORT",
             port,
