@@ -88,6 +88,7 @@ def enable(
             materializer, settings.queue_size, settings.level, settings.drain_interval_ms / 1000
         )
         _active = _Active(settings, output, materializer, recorder, meters)
+    _register_worker_exit()
     return settings
 
 
@@ -202,6 +203,28 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _ForkKey:
+    pass
+
+
+_FORK_KEY = _ForkKey()
+
+
+def _flush_at_worker_exit(_key) -> None:
+    # A multiprocessing fork worker ends with os._exit(): atexit never runs, and the last drain
+    # interval's spans were lost uncounted. Its finalizers do run (util._exit_function), and
+    # this hook registers one in each new worker (after multiprocessing cleared the parent's).
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(_FORK_KEY, _at_exit, exitpriority=0)
+
+
+def _register_worker_exit() -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.register_after_fork(_FORK_KEY, _flush_at_worker_exit)
 
 
 def _at_exit() -> None:

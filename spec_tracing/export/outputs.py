@@ -66,6 +66,7 @@ class ThreadOutput:
             TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
         )
         self.assembler = SpanAssembler()
+        self.owns_exporter = exporter is None  # one given to enable() is the caller's to close
         self.writer = make_writer(settings, version, exporter=exporter)
 
     def deliver(self, events: list) -> None:
@@ -88,7 +89,7 @@ class ThreadOutput:
 
     def shutdown(self, timeout_s: float) -> None:
         self.writer.stop(timeout_s)
-        if self.writer.exporter is not None:
+        if self.writer.exporter is not None and self.owns_exporter:
             self.writer.exporter.shutdown()
 
     def abandon(self) -> None:

@@ -115,7 +115,7 @@ class ExportProcess:
             try:
                 self._out.send_bytes(payload)
                 ok = True
-            except (OSError, ValueError):
+            except Exception:  # the pipe is gone or was closed under us (shutdown, kill)
                 ok = False
             with self._cond:
                 self._pending_spans -= spans

@@ -248,8 +248,10 @@ class ReqTimeStats:
         return self.acceptance.as_dict()
 
     def __getstate__(self) -> dict:
-        # Pickling hands the trace over: the unpickled copy (in the scheduler process, say) is
-        # the one that ends it if the request is dropped; this one no longer does.
+        # The pickling rule: once a request has been handed to another process, whichever copy
+        # calls finish() or abort() ends it, and only that one (one root, in either direction).
+        # Neither copy can know whether the other will, so neither ends it on its own when
+        # collected or at shutdown ("abandoned"/"unfinished"): that would be a second root.
         self._disown()
         state = dict(self.__dict__)
         for key in ("attributes", "last_times"):
@@ -258,8 +260,6 @@ class ReqTimeStats:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        if self.sampled and not self.finished:
-            self._own()
 
     def __repr__(self) -> str:
         return (

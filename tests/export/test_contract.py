@@ -1,0 +1,301 @@
+"""The reliability contract, each clause against a real OTLP receiver (or a black hole) on
+127.0.0.1: bounded shutdown in every mode, a supervised exporter process, forks that leave the
+parent alone, one root per request, memory that the exporter cannot pin. No timing thresholds:
+bounds are asserted as "returned while the stall was still holding"."""
+
+import gc
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+
+import pytest
+from conftest import Req, clean_env
+
+import spec_tracing
+from spec_tracing import ReqTimeStats, lifecycle, record_batch_stage
+from spec_tracing.stages import RequestStage
+from spec_tracing.testing.otlp_receiver import OtlpReceiver
+
+STALL_S = 30  # how long a stall holds; every bounded call must return well before it ends
+
+
+class BlackHole:
+    """A 'collector' that accepts TCP connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def _otlp(monkeypatch, port, protocol="grpc"):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    if protocol == "http":
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+
+
+def _load(n=200, steps=3, tag="r"):
+    reqs = [ReqTimeStats(rid=f"{tag}{i}") for i in range(n)]
+    for _ in range(steps):
+        t = time.perf_counter()
+        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
+    for r in reqs:
+        r.finish()
+    return n * (steps + 1)
+
+
+def _returns_during_stall(call, **kwargs) -> bool:
+    t = threading.Thread(target=call, kwargs=kwargs, daemon=True)
+    t.start()
+    t.join(STALL_S / 2)
+    return not t.is_alive()
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+@pytest.mark.parametrize("metrics", [True, False], ids=["metrics", "nometrics"])
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shutdown_returns_while_the_collector_black_holes_everything(
+    monkeypatch, export_process, metrics, protocol
+):
+    hole = BlackHole()
+    try:
+        _otlp(monkeypatch, hole.port, protocol)
+        spec_tracing.enable(exporter="otlp", export_process=export_process, metrics=metrics,
+                            shutdown_timeout_ms=1000)  # fmt: skip
+        _load()
+        assert _returns_during_stall(spec_tracing.flush, timeout_ms=1000)
+        assert _returns_during_stall(spec_tracing.shutdown)
+    finally:
+        hole.close()
+
+
+@pytest.mark.parametrize("timeout_ms", [0, 1])
+def test_zero_and_tiny_timeouts_never_raise(monkeypatch, timeout_ms):
+    hole = BlackHole()
+    try:
+        _otlp(monkeypatch, hole.port)
+        spec_tracing.enable(exporter="otlp", shutdown_timeout_ms=timeout_ms)
+        _load(10)
+        assert spec_tracing.flush(0) in (True, False)
+        spec_tracing.flush(timeout_ms)
+        spec_tracing.shutdown(timeout_ms)
+        spec_tracing.shutdown(0)  # again: a no-op
+    finally:
+        hole.close()
+
+
+def test_shutdown_returns_while_the_exporter_process_is_stopped(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False, shutdown_timeout_ms=1000)
+        _load(20)
+        pid = lifecycle._active.output.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            _load(2000, tag="s")  # fills the pipe: the sender thread blocks, not the recorder
+            assert _returns_during_stall(spec_tracing.shutdown)
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # killed by the bounded shutdown, as intended
+
+
+def test_a_killed_exporter_process_is_replaced_and_every_span_is_accounted_for(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False)
+        offered = _load(50, tag="a")
+        assert spec_tracing.flush(10000)
+        first = lifecycle._active.output.process.pid
+        os.kill(first, signal.SIGKILL)
+        time.sleep(0.2)
+        offered += _load(50, tag="b")  # arrives while none runs: a new one is started for it
+        spec_tracing.flush(10000)
+        offered += _load(50, tag="c")
+        assert spec_tracing.flush(10000)
+        assert lifecycle._active.output.process.pid != first
+        assert lifecycle._active.output.restarts == 1
+        stats = spec_tracing.stats()
+        delivered = len(receiver.spans())
+        roots = {s.attributes["spec_request.id"] for s in receiver.spans()
+                 if s.name == "spec_request"}  # fmt: skip
+        assert {f"c{i}" for i in range(50)} <= roots  # the new exporter works
+        accounted = (stats["spans"] + stats["export_dropped_spans"] + stats["export_failed_spans"]
+                     + stats["export_lost_spans"])  # fmt: skip
+        assert delivered == stats["spans"]
+        assert accounted == offered, stats
+
+
+_FORK_CHILD_EXITS = """
+import os, sys, time
+import spec_tracing
+from spec_tracing import ReqTimeStats
+spec_tracing.enable(exporter="otlp", metrics=False)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit runs atexit in the child
+os.waitpid(pid, 0)
+reqs = [ReqTimeStats(rid=f"p{i}") for i in range(100)]
+for r in reqs:
+    r.finish()
+print(spec_tracing.flush(10000), spec_tracing.stats()["spans"])
+"""
+
+
+def test_a_forked_child_that_exits_leaves_the_parents_exporter_running(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        env = clean_env()
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+                   OTEL_EXPORTER_OTLP_INSECURE="true")  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _FORK_CHILD_EXITS], env=env, timeout=120,
+                             capture_output=True, text=True)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["True", "100"]
+        assert len(receiver.wait_for_spans(100)) == 100
+
+
+def _worker(tag):
+    reqs = [ReqTimeStats(rid=f"{tag}{i}") for i in range(10)]
+    t = time.perf_counter()
+    for _ in range(4):
+        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
+    for r in reqs:
+        r.finish()  # and exit at once: nothing flushed explicitly
+
+
+def test_a_multiprocessing_fork_workers_last_interval_is_delivered(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False, drain_interval_ms=10000)
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=_worker, args=(f"w{k}-",)) for k in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        spans = receiver.wait_for_spans(2 * 10 * 5, timeout_s=30)
+        assert sum(s.name == "spec_request" for s in spans) == 20
+        assert sum(s.name == "spec_draft" for s in spans) == 80
+
+
+def test_finishes_are_never_dropped_when_the_buffer_overflows(spec_spans):
+    spec_tracing.shutdown()
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    spec_tracing.enable(span_exporter=exporter, queue_size=50, drain_interval_ms=10000,
+                        metrics=False)  # fmt: skip
+    reqs = [ReqTimeStats(rid=i) for i in range(40)]
+    for _ in range(500):  # stage events far past the bound
+        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, 1.0, 2.0)
+    for r in reqs:
+        r.finish()
+    assert spec_tracing.flush(10000)
+    roots = [s for s in exporter.get_finished_spans() if s.name == "spec_request"]
+    assert len(roots) == 40
+    assert spec_tracing.stats()["dropped_events"] > 0
+    assert spec_tracing.stats()["dropped_finishes"] == 0
+
+
+def test_a_second_enable_leaves_requests_in_flight_alone(spec_spans):
+    spec_tracing.shutdown()
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    spec_tracing.enable(span_exporter=exporter, metrics=False)
+    reqs = [ReqTimeStats(rid=i) for i in range(5)]
+    record_batch_stage(reqs, RequestStage.SPEC_DRAFT, 1.0, 2.0)
+    spec_tracing.enable(span_exporter=exporter, metrics=False)  # reconfigure mid-run
+    record_batch_stage(reqs, RequestStage.SPEC_DRAFT, 3.0, 4.0)
+    for r in reqs:
+        r.finish()
+    spec_tracing.flush()
+    roots = [s for s in exporter.get_finished_spans() if s.name == "spec_request"]
+    assert len(roots) == 5 and all(s.status.is_ok for s in roots)
+    drafts = [s for s in exporter.get_finished_spans() if s.name == "spec_draft"]
+    assert {d.parent.span_id for d in drafts} == {r.span_id for r in reqs}
+    assert len(drafts) == 10
+
+
+@pytest.mark.parametrize("finisher", ["original", "copy"])
+def test_a_pickled_request_has_exactly_one_root_whoever_finishes_it(spec_spans, finisher):
+    original = ReqTimeStats(rid="x")
+    copy = pickle.loads(pickle.dumps(original))  # what a spawned child would get
+    (original if finisher == "original" else copy).finish()
+    del copy, original
+    gc.collect()
+    spec_tracing.shutdown()  # nothing is left to end "unfinished" either
+    assert len(spec_spans.roots()) == 1
+    assert spec_spans.roots()[0].status.is_ok
+
+
+def test_a_stalled_exporter_does_not_keep_the_engines_requests_alive(monkeypatch):
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(exporter="otlp", metrics=False, export_queue_spans=1000)
+        pid = lifecycle._active.output.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            req = Req("pinned")
+            gone = weakref.ref(req)
+            payload = "x" * 20_000
+            req.payload = payload
+            for _ in range(3000):
+                record_batch_stage([req], RequestStage.SPEC_DRAFT, 1.0, 2.0)
+            req.time_stats.finish()
+            assert _returns_during_stall(spec_tracing.flush, timeout_ms=500)
+            del req
+            gc.collect()
+            assert gone() is None  # not pinned by the buffer while the exporter is stuck
+            assert spec_tracing.stats()["export_dropped_spans"] > 0  # and the loss is counted
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+_EXIT_WITHOUT_SHUTDOWN = """
+import time, spec_tracing
+from spec_tracing import ReqTimeStats
+spec_tracing.enable(exporter="otlp")
+for i in range(200):
+    ReqTimeStats(rid=i).finish()
+"""
+
+
+@pytest.mark.parametrize("export_process", ["true", "false"])
+def test_interpreter_exit_returns_while_the_collector_black_holes(export_process):
+    hole = BlackHole()
+    try:
+        env = clean_env()
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{hole.port}",
+                   OTEL_EXPORTER_OTLP_INSECURE="true", SPEC_TRACING_SHUTDOWN_TIMEOUT_MS="1000",
+                   SPEC_TRACING_EXPORT_PROCESS=export_process)  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _EXIT_WITHOUT_SHUTDOWN], env=env,
+                             timeout=STALL_S / 2, capture_output=True, text=True)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "Traceback" not in out.stderr
+    finally:
+        hole.close()
