@@ -268,6 +268,7 @@ def stats() -> dict[str, int]:
         "consumer_errors": 0,
         "export_dropped_spans": 0,
         "export_failed_spans": 0,
+        "export_lost_spans": 0,
     }
     if active is not None:
         out.update(

@@ -213,7 +213,8 @@ SPEC_VARS: tuple[Var, ...] = (
         "shutdown_timeout_ms",
         5000,
         _int_in(0, None),
-        "Longest `shutdown()` waits to drain the buffer and flush exporters.",
+        "Longest shutdown(), flush() and interpreter exit wait, all steps together (they return "
+        "within it + 0.25 s whatever the collector or exporter process does; 0: don't wait).",
     ),
 )
 

@@ -34,6 +34,8 @@ class MetricName:
     INVALID_EVENTS = "spec_tracing.invalid_events"
     EXPORT_DROPPED = "spec_tracing.export_dropped_spans"
     EXPORT_FAILED = "spec_tracing.export_failed_spans"
+    EXPORT_LOST = "spec_tracing.export_lost_spans"
+    DROPPED_FINISHES = "spec_tracing.dropped_finishes"
 
 
 class SpecMetrics:
@@ -99,6 +101,10 @@ class SpecMetrics:
                  "Spans the exporter process dropped because its buffer was full"),
                 (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
                  "Spans whose export failed (collector down or refusing)"),
+                (MetricName.EXPORT_LOST, "export_lost_spans", "{span}",
+                 "Spans lost with an exporter process that died before reporting on them"),
+                (MetricName.DROPPED_FINISHES, "dropped_finishes", "{event}",
+                 "Request ends dropped even past the buffer's reserve for them"),
             ):  # fmt: skip
                 read = functools.partial(_stat, stats_source, key)
                 meter.create_observable_counter(name, [_observer(read)], unit, doc)

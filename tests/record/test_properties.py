@@ -18,7 +18,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import spec_tracing
-from spec_tracing import ReqTimeStats, set_spec_verify_end_time_batch, set_time_batch
+from spec_tracing import (
+    ReqTimeStats,
+    record_batch_stage,
+    set_spec_verify_end_time_batch,
+    set_time_batch,
+)
 from spec_tracing.metrics.instruments import acceptance_from
 from spec_tracing.semconv import SpanAttr
 
@@ -34,6 +39,12 @@ ops = st.lists(
         st.tuples(st.just("finish"), st.integers(0, 7)),
         st.tuples(st.just("abort"), st.integers(0, 7)),
         st.tuples(st.just("level"), st.integers(0, 3)),
+        # Bad input: must change nothing but the invalid count.
+        st.tuples(st.just("junk"), st.integers(0, 3)),
+        # A verify where one request's count is garbage: only that request loses its round.
+        st.tuples(
+            st.just("badverify"), subset, st.integers(0, 5), st.sampled_from([-1, 2**40, "x", None])
+        ),  # fmt: skip
     ),
     max_size=40,
 )
@@ -102,6 +113,32 @@ def _run(sequence):
                     if r.rid in model.sampled:
                         model.accepted[r.rid] = model.accepted.get(r.rid, 0) + a
                         model.rounds[r.rid] = model.rounds.get(r.rid, 0) + 1
+        elif kind == "junk":
+            [
+                lambda: set_time_batch(None, ReqTimeStats.set_spec_draft_start_time),
+                lambda: set_time_batch(picked([0, 1]), "set_no_such_time"),
+                lambda: record_batch_stage(None, "spec_draft", 1.0, 2.0),
+                lambda: set_spec_verify_end_time_batch(picked([0]), ["x"]),
+            ][op[1]]()
+        elif kind == "badverify":
+            reqs = picked(op[1])
+            if reqs:
+                bad = op[2] % len(reqs)
+                accepted = [1] * len(reqs)
+                accepted[bad] = op[3]
+                set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
+                set_spec_verify_end_time_batch(reqs, accepted, proposed=WIDTH)
+                good = [r for i, r in enumerate(reqs) if i != bad]
+                count_stage("spec_verify", 2, good)
+                if model.level >= 2:
+                    model.metric_accepted += len(good)
+                    model.metric_rounds += len(good)
+                    for r in good:
+                        model.summary_accepted[r.rid] = model.summary_accepted.get(r.rid, 0) + 1
+                        model.summary_rounds[r.rid] = model.summary_rounds.get(r.rid, 0) + 1
+                        if r.rid in model.sampled:
+                            model.accepted[r.rid] = model.accepted.get(r.rid, 0) + 1
+                            model.rounds[r.rid] = model.rounds.get(r.rid, 0) + 1
         elif kind == "extend":
             reqs = picked(op[1])
             set_time_batch(reqs, ReqTimeStats.set_spec_draft_extend_start_time)
