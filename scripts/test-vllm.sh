@@ -15,4 +15,5 @@ fi
 # models do not need them.
 .venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 
-REQUIRE_VLLM=1 HF_HUB_OFFLINE=1 .venv-vllm/bin/python -m pytest -q -m vllm tests/instrumentation/test_vllm.py
+REQUIRE_VLLM=1 HF_HUB_OFFLINE=1 .venv-vllm/bin/python -m pytest -q -m vllm \
+    tests/instrumentation/test_vllm.py tests/instrumentation/test_vllm_server.py

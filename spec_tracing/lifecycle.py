@@ -45,6 +45,7 @@ def enable(
     tracer_provider: TracerProvider | None = None,
     span_exporter: SpanExporter | None = None,
     metric_readers: list | None = None,
+    export_like: tuple[dict, dict] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Switch tracing on and return the settings in force.
@@ -58,7 +59,12 @@ def enable(
     Metrics (unless SPEC_TRACING_METRICS=false) go to `metric_readers`, to OTLP when spans do
     (SPEC_TRACING_EXPORTER=otlp and no provider or exporter given), to a Prometheus endpoint when
     SPEC_TRACING_PROMETHEUS_PORT is set, or to the application's SDK MeterProvider.
-    Calling enable() again reconfigures (the previous setup is shut down first).
+    `export_like=(resource_attributes, environment)`, for engine integrations: export from
+    spec-tracing's exporter process as the engine's own OTLP exporter does (its resource
+    attributes, OTEL_* values in `environment`), so spans join the engine's service without
+    being built on the engine's threads.
+    Calling enable() again reconfigures (the previous setup is shut down first); requests in
+    flight stay open and end through the new setup.
     """
     global _active
     settings = Settings.from_env(**overrides)
@@ -66,10 +72,11 @@ def enable(
         if _active is not None:
             # Reconfigure: requests in flight stay open and end through the new setup.
             _shutdown_locked(settings.shutdown_timeout_ms, end_open=False)
-        output = build_output(settings, tracer_provider, span_exporter, __version__)
+        output = build_output(settings, tracer_provider, span_exporter, __version__, export_like)
         own_exporter = (
             tracer_provider is None
             and span_exporter is None
+            and export_like is None  # the engine has its own metrics
             and isinstance(output, (ProcessOutput, ThreadOutput))
         )
         try:

@@ -144,7 +144,9 @@ class Writer:
         }
 
 
-def make_writer(settings, version: str, on_loss=None, exporter=None) -> Writer:
+def make_writer(
+    settings, version: str, on_loss=None, exporter=None, resource_attributes=None
+) -> Writer:
     """A Writer around `exporter` (default: the one SPEC_TRACING_EXPORTER names), encoding OTLP
     by hand when the exporter takes pre-encoded spans."""
     from opentelemetry.sdk.resources import Resource
@@ -155,7 +157,7 @@ def make_writer(settings, version: str, on_loss=None, exporter=None) -> Writer:
     from .sdk_private import EncodedSpans, accepts_encoded
     from .sdk_spans import SpanBuilder
 
-    resource = Resource.create()
+    resource = Resource.create(dict(resource_attributes or {}))
     if exporter is None:
         exporter = build_span_exporter(settings)
     encode = None
@@ -174,7 +176,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     """The exporter process's main loop: records in, exports out, replies to flush/stop."""
     from .assembler import SpanAssembler
 
-    _, settings, version = conn_in.recv()
+    _, settings, version, resource_attributes = conn_in.recv()
     if settings.export_nice:
         os.nice(settings.export_nice)
     # The SDK's OTLP exporters log every retry and every failed batch; while a collector is down
@@ -204,7 +206,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             last_update[0] = now
             reply(("counts", counts()))
 
-    writer = make_writer(settings, version, on_loss)
+    writer = make_writer(settings, version, on_loss, resource_attributes=resource_attributes)
     try:
         while True:
             try:

@@ -103,8 +103,11 @@ class ProcessOutput:
 
     provider = None
 
-    def __init__(self, settings: Settings, version: str):
+    def __init__(
+        self, settings: Settings, version: str, resource_attributes=None, environment=None
+    ):
         check_span_exporter(settings)
+        self.resource_attributes, self.environment = resource_attributes, environment
         self.settings, self.version = settings, version
         self.sink = SpanSink(
             TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
@@ -118,7 +121,13 @@ class ProcessOutput:
         self._start()
 
     def _start(self) -> None:
-        self.process = ExportProcess(self.settings, self.version, self.settings.export_queue_spans)
+        self.process = ExportProcess(
+            self.settings,
+            self.version,
+            self.settings.export_queue_spans,
+            self.resource_attributes,
+            self.environment,
+        )
 
     def _retire(self) -> None:
         """Fold a dead process's counts into the totals; what it never reported is lost."""
@@ -207,13 +216,16 @@ _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_lost_spans", "
            "spans")  # fmt: skip
 
 
-def build_output(settings: Settings, tracer_provider, span_exporter, version: str):
+def build_output(settings: Settings, tracer_provider, span_exporter, version: str, like=None):
     """The output enable() asked for, in order of preference: `tracer_provider`; a
     `span_exporter` (on a thread here); the application's global SDK TracerProvider;
     else the exporter SPEC_TRACING_EXPORTER names, in the exporter process unless
     SPEC_TRACING_EXPORT_PROCESS=off."""
     from opentelemetry import trace
 
+    if like is not None:  # an engine's own exporter, mirrored from our process
+        attrs, environment = like
+        return ProcessOutput(settings, version, attrs, environment)
     if tracer_provider is not None:
         return InProcessOutput(tracer_provider, version)
     if span_exporter is None:

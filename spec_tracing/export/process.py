@@ -55,10 +55,12 @@ class ExportProcess:
     """One exporter process: `deliver(events)`, `flush(timeout)`, `shutdown(timeout)`, and the
     counts it reported."""
 
-    def __init__(self, settings, version: str, queue_spans: int):
+    def __init__(
+        self, settings, version: str, queue_spans: int, resource_attributes=None, environment=None
+    ):
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
-        env = dict(os.environ)
+        env = {**os.environ, **(environment or {})}
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
@@ -87,7 +89,8 @@ class ExportProcess:
             target=self._send_loop, name="spec-tracing-send", daemon=True
         )
         self._sender.start()
-        self._enqueue(pickle.dumps(("settings", settings, version)), 0, control=True)
+        attrs = dict(resource_attributes or {})
+        self._enqueue(pickle.dumps(("settings", settings, version, attrs)), 0, control=True)
 
     # --- the sender thread: the only one that may block on the pipe ---------------------------
 

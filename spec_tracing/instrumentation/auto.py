@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 _reported: set[str] = set()
 
 
-def enable_from_environment(tracer_provider=None) -> None:
+def enable_from_environment(tracer_provider=None, **options) -> None:
     """Switch tracing on if SPEC_TRACING_ENABLED says so and it is not on already (each engine
     instrumentor calls this; the first one to run switches it on). A bad variable is logged once
     per process, never raised: the application must still run."""
@@ -31,7 +31,7 @@ def enable_from_environment(tracer_provider=None) -> None:
         return
     try:
         if tracing_requested():
-            lifecycle.enable(tracer_provider=tracer_provider)
+            lifecycle.enable(tracer_provider=tracer_provider, **options)
     except ConfigError as exc:
         if str(exc) not in _reported:
             _reported.add(str(exc))

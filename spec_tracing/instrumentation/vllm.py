@@ -23,13 +23,23 @@ worker process, spawned):
   aborted).
 A step in which a request had no drafts (an n-gram miss) has no spec_verify span for it: vLLM
 counts only requests with drafts (`vllm:spec_decode_num_drafts`), and so do we here.
-The TracerProvider vLLM installed (when started with an OTLP traces endpoint) is used when there
-is one in the EngineCore process; otherwise spec-tracing's own exporter (SPEC_TRACING_EXPORTER).
+- API server: `AsyncLLM.add_request` / `InputProcessor.assign_request_id` put the caller's
+  `traceparent` on the request even when vLLM's own tracing is off (vLLM drops it then), and
+  give a request that came without one a new trace whose root span id `spec_request` takes, so
+  vLLM's `llm_request` (a child of it) and the spec spans share one trace.
+Spans are built and exported in spec-tracing's exporter process in every case. With vLLM's
+tracing on they go where vLLM's exporter sends (its endpoint, protocol, resource attributes),
+not through vLLM's TracerProvider in EngineCore.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import logging
+import os
+import random
 from collections.abc import Collection
 from time import perf_counter
 
@@ -40,7 +50,7 @@ from ..record import hotpath
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from ._wrapping import WrapTable
+from ._wrapping import WrapTable, tracing_requested
 from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)
@@ -111,20 +121,110 @@ def _sample_tokens(wrapped, instance, args, kwargs):
 # --- EngineCore process: requests, acceptance, spans ------------------------------------------
 
 
+def _enable() -> None:
+    """Switch tracing on in EngineCore (after vLLM set up its own tracing, if it did). With
+    vLLM's tracing on, spans are still built and exported in spec-tracing's exporter process,
+    as vLLM's exporter would send them (same endpoint and protocol, plaintext gRPC as vLLM's
+    `insecure=True`, vLLM's resource attributes): vLLM's TracerProvider in EngineCore cost 11-35%
+    of tokens/s, and its 5 s batch delay lost every span when vLLM's default shutdown killed
+    EngineCore."""
+    if hotpath.get_global_tracing_enabled():
+        return
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = trace.get_tracer_provider()
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if isinstance(provider, TracerProvider) and endpoint:
+        # vLLM's gRPC exporter is always plaintext (insecure=True), whatever the scheme.
+        environment = {"OTEL_EXPORTER_OTLP_TRACES_INSECURE": "true"}
+        like = (dict(provider.resource.attributes), environment)
+        enable_from_environment(export_like=like, exporter="otlp")
+    else:
+        enable_from_environment()
+
+
 def _add_request(wrapped, instance, args, kwargs):
     result = wrapped(*args, **kwargs)
     try:
-        enable_from_environment()
+        _enable()
         if hotpath.LEVEL:
             request = args[0] if args else kwargs["request"]
             rid = request.request_id
             if rid not in _requests:
                 headers = getattr(request, "trace_headers", None) or None
                 carrier = headers if headers and "traceparent" in headers else None
-                _requests[rid] = ReqTimeStats(rid=rid, carrier=carrier)
+                root_ids = _announced_root(headers)
+                _requests[rid] = ReqTimeStats(
+                    rid=rid, carrier=None if root_ids else carrier, root_ids=root_ids
+                )
     except Exception:
         logger.debug("spec-tracing: request not traced", exc_info=True)
     return result
+
+
+# --- API server process: one trace per request --------------------------------------------------
+
+# The trace headers a request came with (or the ones made for it), for the request object vLLM
+# builds from it in the same task: vLLM drops a caller's traceparent when its own tracing is off.
+_frontend_headers: contextvars.ContextVar = contextvars.ContextVar("spec_tracing_vllm_headers")
+_ROOT_MARK = "x-spec-tracing-root"  # the traceparent's span id is spec_request's own
+
+
+def _announced_root(headers) -> tuple[int, int] | None:
+    if not headers or headers.get(_ROOT_MARK) != "1":
+        return None
+    _, trace_id, span_id, _ = headers["traceparent"].split("-")
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def _headers_for(trace_headers) -> dict:
+    """The caller's trace context; without one, a new trace whose root span id spec_request
+    will use, so that vLLM's llm_request and spec_request share one trace."""
+    if trace_headers and "traceparent" in trace_headers:
+        return dict(trace_headers)
+    trace_id, span_id = random.getrandbits(128) or 1, random.getrandbits(64) or 1
+    return {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-01", _ROOT_MARK: "1"}
+
+
+async def _frontend_add_request(wrapped, instance, args, kwargs):
+    token = None
+    if hotpath.get_global_tracing_enabled() or _tracing_requested_here():
+        try:
+            bound = _ADD_REQUEST_SIGNATURE(wrapped).bind(*args, **kwargs)
+            token = _frontend_headers.set(_headers_for(bound.arguments.get("trace_headers")))
+        except Exception:
+            logger.debug("spec-tracing: trace headers not captured", exc_info=True)
+    try:
+        return await wrapped(*args, **kwargs)
+    finally:
+        if token is not None:
+            _frontend_headers.reset(token)
+
+
+def _assign_request_id(wrapped, instance, args, kwargs):
+    result = wrapped(*args, **kwargs)
+    headers = _frontend_headers.get(None)
+    if headers is not None:
+        try:
+            request = args[0] if args else kwargs["request"]
+            if not getattr(request, "trace_headers", None):  # vLLM dropped them, or had none
+                request.trace_headers = headers
+        except Exception:
+            logger.debug("spec-tracing: trace headers not attached", exc_info=True)
+    return result
+
+
+def _tracing_requested_here() -> bool:
+    try:
+        return tracing_requested()
+    except Exception:
+        return False
+
+
+@functools.cache
+def _ADD_REQUEST_SIGNATURE(fn):  # noqa: N802 - a cached signature
+    return inspect.signature(fn)
 
 
 def _free_request(wrapped, instance, args, kwargs):
@@ -222,6 +322,8 @@ def _record_step(scheduler, output, times, rounds) -> None:
 
 def _targets():
     from vllm.v1.core.sched.scheduler import Scheduler
+    from vllm.v1.engine.async_llm import AsyncLLM
+    from vllm.v1.engine.input_processor import InputProcessor
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     return [
@@ -233,6 +335,8 @@ def _targets():
         (Scheduler, "_free_request", _free_request),
         (Scheduler, "make_spec_decoding_stats", _make_spec_decoding_stats),
         (Scheduler, "update_from_output", _update_from_output),
+        (AsyncLLM, "add_request", _frontend_add_request),
+        (InputProcessor, "assign_request_id", _assign_request_id),
     ]
 
 

