@@ -5,152 +5,31 @@ streaming and not, a stream the client drops, concurrent requests; then Ctrl-C (
 second after the last response with vLLM's default --shutdown-timeout 0. Spans arrive at a real
 OTLP receiver on 127.0.0.1 and are checked against the server's own Prometheus counters."""
 
-import http.client
-import json
 import os
-import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from conftest import clean_env
 
 if os.environ.get("REQUIRE_VLLM"):
     import vllm  # noqa: F401
 else:
     pytest.importorskip("vllm", reason="the vLLM tier runs in its own environment")
 
+from vllm_server import Server, build_model  # noqa: E402
+
 from spec_tracing.semconv import SpanAttr  # noqa: E402
 from spec_tracing.testing.otlp_receiver import OtlpReceiver  # noqa: E402
 
 pytestmark = pytest.mark.vllm
-HERE = os.path.dirname(__file__)
-PROMPT = "the quick brown fox jumps over the lazy dog the quick brown fox"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("tiny-llama-server"))
-    sys.path.insert(0, HERE)
-    try:
-        from vllm_app import build_model
-
-        build_model(out)
-    finally:
-        sys.path.remove(HERE)
+    build_model(out)
     return out
-
-
-class Server:
-    def __init__(self, model_dir, env_extra, args_extra=()):
-        self.port = _free_port()
-        env = clean_env()
-        env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", SPEC_TRACING_ENABLED="1")
-        env.update(env_extra)
-        spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
-                "prompt_lookup_min": 1}  # fmt: skip
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
-               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(self.port),
-               "--dtype", "float32", "--max-model-len", "256", "--max-num-seqs", "8",
-               "--seed", "0", "--enforce-eager", "--speculative-config", json.dumps(spec),
-               *args_extra]  # fmt: skip
-        self.log = open(os.path.join(model_dir, f"server-{self.port}.log"), "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.tail()
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(1)
-        raise AssertionError("server did not start\n" + self.tail())
-
-    def tail(self):
-        self.log.flush()
-        with open(self.log.name) as f:
-            return f.read()[-4000:]
-
-    def get(self, path):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-
-    def complete(self, traceparent=None, stream=False, max_tokens=24):
-        headers = {"Content-Type": "application/json"}
-        if traceparent:
-            headers["traceparent"] = traceparent
-        body = {"model": "tiny", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
-                "ignore_eos": True, "stream": stream}  # fmt: skip
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        conn.request("POST", "/v1/completions", json.dumps(body), headers)
-        resp = conn.getresponse()
-        assert resp.status == 200
-        if not stream:
-            return json.loads(resp.read())["choices"][0]["text"]
-        chunks = [line for line in resp.read().decode().splitlines() if line.startswith("data:")]
-        assert chunks[-1] == "data: [DONE]"
-        return chunks
-
-    def cancelled_stream(self, traceparent):
-        """A streaming request the client drops after two chunks."""
-        body = {"model": "tiny", "prompt": PROMPT, "max_tokens": 200, "temperature": 0,
-                "ignore_eos": True, "stream": True}  # fmt: skip
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-        conn.request(
-            "POST",
-            "/v1/completions",
-            json.dumps(body),
-            {"Content-Type": "application/json", "traceparent": traceparent},
-        )
-        resp = conn.getresponse()
-        seen = 0
-        while seen < 2:
-            if resp.fp.readline().startswith(b"data:"):
-                seen += 1
-        conn.sock.shutdown(socket.SHUT_RDWR)
-        conn.close()
-
-    def counters(self):
-        text = self.get("/metrics")[1]
-        out = {}
-        for name in ("num_accepted_tokens", "num_draft_tokens", "num_drafts"):
-            values = re.findall(rf"^vllm:spec_decode_{name}_total\{{[^}}]*\}} (\S+)$", text, re.M)
-            out[name] = int(sum(float(v) for v in values))
-        running = re.findall(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", text, re.M)
-        out["running"] = sum(float(v) for v in running)
-        return out
-
-    def idle_counters(self):
-        for _ in range(120):
-            counters = self.counters()
-            if counters["running"] == 0:
-                return counters
-            time.sleep(0.5)
-        raise AssertionError("requests still running")
-
-    def interrupt(self):
-        """Ctrl-C, as a terminal sends it."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(120)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            self.log.close()
 
 
 def _wait_for_roots(receiver, n, timeout_s=60):
