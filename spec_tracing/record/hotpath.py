@@ -169,13 +169,13 @@ def set_time_batch(
     """
     if not LEVEL:
         if not trace_only:
-            _stamp_each(reqs, set_func)
+            _stamp_each(reqs, set_func, attrs)
         return
     mark = (
         SETTERS.get(set_func) if type(set_func) is str else getattr(set_func, "_spec_event", None)
     )
     if mark is None:  # a setter we do not know: call it per request
-        _stamp_each(reqs, set_func)
+        _stamp_each(reqs, set_func, attrs)
         return
     kind, stage = mark
     if LEVEL < stage.level:
@@ -185,14 +185,17 @@ def set_time_batch(
         _push((kind, stage, perf_counter(), None, batch, None, None, attrs))
 
 
-def _stamp_each(reqs: Iterable, set_func: Callable | str) -> None:
+def _stamp_each(reqs: Iterable, set_func: Callable | str, attrs: dict | None) -> None:
     global invalid
     ts = perf_counter()
     try:
         for req in reqs:
             stats = getattr(req, "time_stats", req)
             setter = getattr(stats, set_func) if type(set_func) is str else set_func.__get__(stats)
-            setter(ts)
+            if attrs is None:
+                setter(ts)
+            else:
+                setter(ts, attrs)  # SGLang's calling convention
     except Exception:
         invalid += 1
 

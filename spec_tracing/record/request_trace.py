@@ -39,11 +39,12 @@ def _random_id(bits: int) -> int:
 def _boundary(kind: int, stage: StageConfig, suffix: str):
     key = f"{stage.name}.{suffix}"
 
-    def setter(self: ReqTimeStats, ts: float | None = None) -> None:
+    # (ts, attrs): SGLang's set_time_batch calls a setter as `method(ts, attrs)` when given attrs.
+    def setter(self: ReqTimeStats, ts: float | None = None, attrs: dict | None = None) -> None:
         ts = perf_counter() if ts is None else ts
         self.last_times[key] = ts
         if hotpath.LEVEL >= stage.level and self.sampled:
-            hotpath._push((kind, stage, ts, None, (self,), None, None, None))
+            hotpath._push((kind, stage, ts, None, (self,), None, None, attrs))
 
     setter._spec_event = (kind, stage)
     setter.__name__ = f"set_{stage.name}_{suffix}_time"

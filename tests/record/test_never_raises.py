@@ -95,6 +95,17 @@ def test_sglangs_own_hook_lines_work(spec_spans):
     assert spec_tracing.stats()["invalid_events"] == 0
 
 
+def test_setters_take_sglangs_positional_attrs(spec_spans):
+    # sglang.srt.observability.req_time_stats.set_time_batch calls `method(ts, attrs)`.
+    req = Req(0)
+    req.time_stats.set_spec_draft_start_time(1.0, {"k": "v"})
+    req.time_stats.set_spec_draft_end_time(2.0, {"k": "v"})
+    req.time_stats.finish()
+    spec_tracing.flush()
+    (draft,) = spec_spans.spans("spec_draft")
+    assert draft.attributes["k"] == "v"
+
+
 def test_num_correct_drafts_raises_nothing_when_off():
     spec_tracing.shutdown()
     stats = ReqTimeStats()
