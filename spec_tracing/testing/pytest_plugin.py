@@ -142,9 +142,17 @@ class SpanCapture:
         assert not wrong, f"not children of {root.context.span_id:016x}:\n{describe(wrong)}"
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "spec_tracing_level(n): the trace level the spec_spans fixture enables (0-3)",
+    )
+
+
 @pytest.fixture
-def spec_spans():
-    """Tracing on (level 3) into an in-memory exporter for this test; off again afterwards."""
+def spec_spans(request):
+    """Tracing on into an in-memory exporter for this test; off again afterwards. The level is
+    the test's `@pytest.mark.spec_tracing_level(n)`, else SPEC_TRACING_LEVEL, else 3."""
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -156,7 +164,9 @@ def spec_spans():
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    lifecycle.enable(tracer_provider=tracer_provider, level=3)
+    marker = request.node.get_closest_marker("spec_tracing_level")
+    level = {"level": marker.args[0]} if marker is not None else {}  # else the environment's
+    lifecycle.enable(tracer_provider=tracer_provider, **level)
     try:
         yield SpanCapture(exporter)
     finally:

@@ -8,6 +8,8 @@ import sys
 from conftest import clean_env
 
 USER_TESTS = """
+import pytest
+
 import spec_tracing
 from spec_tracing import ReqTimeStats, set_spec_verify_end_time_batch, set_time_batch
 
@@ -71,6 +73,25 @@ def test_foreign_children_fails(spec_spans):
 
 def test_tracing_is_off_after_the_fixture():
     assert not spec_tracing.get_global_tracing_enabled()
+
+
+@pytest.mark.spec_tracing_level(2)
+def test_a_level_marker_sets_the_level(spec_spans):
+    run(["a"], [[1]], extend=True)  # draft_extend is level 3: not recorded at 2
+    spec_spans.assert_max_level(2)
+    assert spec_spans.spans("spec_verify")
+"""
+
+LEVEL_FROM_ENV = """
+from spec_tracing import ReqTimeStats, set_time_batch
+
+
+def test_the_environment_level_is_honoured(spec_spans):
+    req = ReqTimeStats(rid="r")
+    set_time_batch([req], ReqTimeStats.set_spec_draft_extend_start_time)
+    set_time_batch([req], ReqTimeStats.set_spec_draft_extend_end_time)
+    req.finish()
+    spec_spans.assert_max_level(2)
 """
 
 
@@ -86,10 +107,21 @@ def test_plugin_assertions_in_a_users_test_run(tmp_path):
         timeout=300,
     )
     out = done.stdout
-    assert "4 failed, 2 passed" in out, out[-4000:]
+    assert "4 failed, 3 passed" in out, out[-4000:]
     for test in ("missing_verify", "wrong_sum", "above_level", "foreign_children"):
         assert f"FAILED test_user.py::test_{test}_fails" in out
     assert "request lonely has no ['spec_verify'] spans" in out
     assert "accepted_tokens sums to 3, expected 7" in out
     assert "spans above level 2:" in out and "spec_draft_extend trace=" in out
     assert "not children of" in out
+
+
+def test_the_fixture_honours_spec_tracing_level(tmp_path):
+    # The README's example: assert_max_level(2) "when run at SPEC_TRACING_LEVEL=2".
+    (tmp_path / "test_env_level.py").write_text(LEVEL_FROM_ENV)
+    env = {**clean_env(), "SPEC_TRACING_LEVEL": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_env_level.py"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert "1 passed" in done.stdout, done.stdout[-3000:]
