@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -22,6 +23,7 @@ def _demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import lifecycle
+    from .export.exporters import check_span_exporter
     from .metrics.instruments import acceptance_from
     from .reference.engine import Engine, demo_prompts
     from .report.summary import TraceSummary, add_records
@@ -32,12 +34,14 @@ def _demo(args: argparse.Namespace) -> int:
         overrides.update(exporter="file", file=args.trace_file)
     if args.level is not None:
         overrides["level"] = args.level
+    # A name in the trace's resource instead of unknown_service:python3.
+    os.environ.setdefault("OTEL_SERVICE_NAME", "spec-tracing-demo")
+    prompts = demo_prompts(args.num_requests, args.seed)
+    # Everything is checked before anything is touched: a bad flag leaves the last trace as is.
     try:
         settings = Settings.from_env(**overrides)
-        if settings.exporter == "file" and os.path.exists(settings.file):
-            os.remove(settings.file)  # the file holds this run only
-        metric_reader = InMemoryMetricReader()
-        settings = lifecycle.enable(metric_readers=[metric_reader], **overrides)
+        if settings.exporter == "file":
+            check_span_exporter(settings)  # writable, opened for append: nothing truncated
         engine = Engine(
             args.worker,
             batch_size=args.batch_size,
@@ -46,17 +50,23 @@ def _demo(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
         )
-    except (ConfigError, ValueError) as exc:
-        print(f"spec-tracing demo: {exc}", file=sys.stderr)
+        for prompt in prompts:
+            engine.check_request(prompt, args.max_new_tokens)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"spec-tracing demo: {_flag_names(exc, args)}", file=sys.stderr)
         return 2
+    if settings.exporter == "file" and os.path.exists(settings.file):
+        os.remove(settings.file)  # the file holds this run only
+    metric_reader = InMemoryMetricReader()
+    settings = lifecycle.enable(metric_readers=[metric_reader], **overrides)
     summary = TraceSummary()
     lifecycle.add_record_listener(lambda records: add_records(summary, records))
 
-    for prompt in demo_prompts(args.num_requests, args.seed):
+    for prompt in prompts:
         engine.add_request(prompt, args.max_new_tokens)
     with tqdm(
         total=args.num_requests,
-        desc=f"{args.worker} x{args.batch_size}",
+        desc=f"{args.worker}, batch {args.batch_size}",
         unit="req",
         file=sys.stderr,
         disable=args.quiet,
@@ -68,7 +78,7 @@ def _demo(args: argparse.Namespace) -> int:
     lifecycle.shutdown()
 
     stats = engine.stats
-    print(summary.render())
+    print(summary.render(level=settings.level))
     print(f"decode steps      {stats.decode_steps} (batches)")
     print(
         f"tokens/s          {stats.generated_tokens / stats.elapsed_s:,.0f}"
@@ -76,6 +86,21 @@ def _demo(args: argparse.Namespace) -> int:
     )
     print(f"trace             {_where(settings)}")
     return 0
+
+
+_FLAGS = {"file": "--trace-file", "SPEC_TRACING_FILE": "--trace-file", "level": "--level"}
+
+
+def _flag_names(exc: Exception, args: argparse.Namespace) -> str:
+    """The error in the user's terms: a flag they gave is named as that flag."""
+    variable = getattr(exc, "variable", None)
+    flag = _FLAGS.get(variable)
+    given = {"--trace-file": args.trace_file, "--level": args.level}
+    if flag and given.get(flag) is not None:
+        return f"{flag} {exc.value!r} is not allowed; expected {exc.allowed}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
 
 
 def _where(settings) -> str:
@@ -131,17 +156,41 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; use an integer >= 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not allowed; use an integer >= 1")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not allowed; use 0 (greedy) or a positive finite number"
+        )
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spec-tracing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the reference engine with tracing on")
-    demo.add_argument("--worker", choices=["eagle", "ngram", "multi-layer"], default="eagle")
+    demo = sub.add_parser(
+        "demo",
+        help="run the reference engine with tracing on",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    demo.add_argument(
+        "--worker",
+        choices=["eagle", "ngram", "multi-layer"],
+        default="eagle",
+        help="the draft proposer",
+    )
     demo.add_argument(
         "--adaptive",
         nargs="?",
@@ -151,18 +200,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="adapt the draft width by batch size (built-in config, or a JSON "
         "file / string keyed by batch-size lower bounds)",
     )
-    demo.add_argument("--batch-size", type=_positive, default=16)
-    demo.add_argument("--num-requests", type=_positive, default=64)
-    demo.add_argument("--max-new-tokens", type=_positive, default=96)
+    demo.add_argument("--batch-size", type=_positive, default=16, help="requests decoded together")
+    demo.add_argument("--num-requests", type=_positive, default=64, help="built-in prompts run")
+    demo.add_argument(
+        "--max-new-tokens",
+        type=_positive,
+        default=96,
+        help="tokens generated per request (prompt + these + draft width must fit the model's "
+        "384 positions)",
+    )
     demo.add_argument("--num-steps", type=_positive, default=3, help="draft width (chain length)")
     demo.add_argument(
         "--temperature",
-        type=float,
+        type=_temperature,
         default=0.0,
         help="0 greedy; >0 sampling with rejection-sampling verification",
     )
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--level", type=int, choices=[0, 1, 2, 3], default=None)
+    demo.add_argument("--seed", type=int, default=0, help="prompts, weights and sampling")
+    demo.add_argument(
+        "--level",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=None,
+        help="trace level (default SPEC_TRACING_LEVEL, else 3): 1 request spans, "
+        "2 + draft/verify, 3 + draft_extend",
+    )
     demo.add_argument(
         "--trace-file",
         default=None,

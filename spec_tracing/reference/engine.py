@@ -93,6 +93,14 @@ class Engine:
     def add_request(
         self, prompt: list[int], max_new_tokens: int, rid: str | None = None
     ) -> Request:
+        self.check_request(prompt, max_new_tokens)
+        req = Request(list(prompt), max_new_tokens, **({"rid": rid} if rid else {}))
+        req.time_stats = ReqTimeStats(rid=req.rid)
+        self.waiting.append(req)
+        return req
+
+    def check_request(self, prompt: list[int], max_new_tokens: int) -> None:
+        """The ValueError add_request would raise for these, without adding anything."""
         cfg = self.models.target.cfg
         if not prompt or any(not 0 <= t < cfg.vocab for t in prompt):
             raise ValueError(
@@ -104,10 +112,6 @@ class Engine:
                 f"{len(prompt)} tokens; prompt + new tokens + draft width must fit "
                 f"in {cfg.max_len}"
             )
-        req = Request(list(prompt), max_new_tokens, **({"rid": rid} if rid else {}))
-        req.time_stats = ReqTimeStats(rid=req.rid)
-        self.waiting.append(req)
-        return req
 
     def step(self) -> None:
         """Admit, run one speculative step for the running batch, retire."""

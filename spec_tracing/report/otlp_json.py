@@ -31,17 +31,42 @@ class OtlpSpan:
 
 
 def _any_value(value: dict) -> object:
-    for key in ("stringValue", "boolValue", "doubleValue"):
+    for key in ("stringValue", "boolValue", "bytesValue"):  # bytes stay base64 text
         if key in value:
             return value[key]
+    if "doubleValue" in value:
+        return float(value["doubleValue"])  # "NaN", "Infinity" are strings in OTLP JSON
     if "intValue" in value:
         return int(value["intValue"])
     if "arrayValue" in value:
         return [_any_value(v) for v in value["arrayValue"].get("values", [])]
+    if "kvlistValue" in value:
+        return {
+            kv["key"]: _any_value(kv.get("value", {}))
+            for kv in value["kvlistValue"].get("values", [])
+        }
     return None
 
 
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+_OTHER_SIGNALS = ("resourceMetrics", "resourceLogs", "resourceProfiles")
+
+
+def _status(span: dict) -> int:
+    code = span.get("status", {}).get("code", 0)
+    return _STATUS_NAMES.get(code, 0) if isinstance(code, str) else int(code)
+
+
 def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
+    if (
+        isinstance(doc, dict)
+        and "resourceSpans" not in doc
+        and any(k in doc for k in _OTHER_SIGNALS)
+    ):
+        logger.warning(
+            "%s: not traces (%s); skipped", where, next(k for k in doc if k in _OTHER_SIGNALS)
+        )
+        return
     if not isinstance(doc, dict) or "resourceSpans" not in doc:
         raise TraceFileError(f"{where}: not an OTLP trace export request (no resourceSpans)")
     try:
@@ -52,15 +77,17 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
             }
             for ss in rs.get("scopeSpans", []):
                 for s in ss.get("spans", []):
+                    # The Collector omits fields at their default (proto3 JSON): an empty name,
+                    # a zero time. Ids are hex, in either case.
                     yield OtlpSpan(
-                        s["name"],
-                        s["traceId"],
-                        s["spanId"],
-                        s.get("parentSpanId", ""),
-                        int(s["startTimeUnixNano"]),
-                        int(s["endTimeUnixNano"]),
+                        s.get("name", ""),
+                        s["traceId"].lower(),
+                        s["spanId"].lower(),
+                        s.get("parentSpanId", "").lower(),
+                        int(s.get("startTimeUnixNano", 0)),
+                        int(s.get("endTimeUnixNano", 0)),
                         {a["key"]: _any_value(a.get("value", {})) for a in s.get("attributes", [])},
-                        int(s.get("status", {}).get("code", 0)),
+                        _status(s),
                         resource,
                     )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -75,6 +102,10 @@ def read_spans(path: str) -> list[OtlpSpan]:
             lines = f.read().splitlines()
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise TraceFileError(f"{path}: not a text file (OTLP JSON lines expected)") from None
+    if not any(line.strip() for line in lines):
+        raise TraceFileError(f"{path}: empty (no OTLP JSON lines)")
     spans: list[OtlpSpan] = []
     numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
     for index, (number, line) in enumerate(numbered):

@@ -53,7 +53,8 @@ class TraceSummary:
             if SpanAttr.NUM_STEPS in attrs:
                 self.widths[int(attrs[SpanAttr.NUM_STEPS])] += 1
 
-    def render(self) -> str:
+    def render(self, level: int | None = None) -> str:
+        """The summary; `level` (when known) explains missing acceptance below level 2."""
         lines = [f"{'stage':<20}{'spans':>8}{'p50 ms':>10}{'p95 ms':>10}"]
         names = [n for n in _ORDER if n in self.durations_ms]
         names += sorted(set(self.durations_ms) - set(names))
@@ -71,6 +72,8 @@ class TraceSummary:
         lines.append(
             f"accept rate       {rate:.3f}  ({acc.rate_accepted} of {acc.proposed} drafts)"
             if rate is not None
+            else f"accept rate       n/a (not traced: verify is level 2, this ran at level {level})"
+            if level is not None and level < 2
             else "accept rate       n/a (no drafts proposed)"
         )
         lines.append(

@@ -159,3 +159,36 @@ def test_compose_file_validates_and_the_collector_pipeline_reaches_jaeger():
     (exporter,) = pipeline["exporters"]
     assert collector["exporters"][exporter]["endpoint"] == "jaeger:4317"
     assert set(collector["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+
+
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--max-new-tokens", "1000"], "max_new_tokens 1000 is not allowed"),
+        (["--temperature", "nan"], "--temperature: 'nan' is not allowed"),
+        (["--temperature", "-1"], "--temperature: '-1' is not allowed"),
+        (["--adaptive", "nosuchfile.json"], "'nosuchfile.json' cannot be read"),
+        (["--trace-file", "/missing/dir/x"], "--trace-file '/missing/dir/x' is not allowed"),
+        (["--batch-size", "x"], "--batch-size: 'x' is not allowed"),
+    ],
+)
+def test_a_bad_flag_is_one_line_exit_2_and_leaves_the_last_trace(tmp_path, flags, says):
+    trace = tmp_path / "spec-traces.jsonl"
+    trace.write_text('{"resourceSpans": []}\n')  # the previous run's trace
+    out = subprocess.run(
+        [sys.executable, "-m", "spec_tracing.cli", "demo", "--quiet", *flags],
+        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert says in out.stderr and "Traceback" not in out.stderr
+    assert trace.read_text() == '{"resourceSpans": []}\n'
+
+
+def test_help_shows_every_flag_with_its_default():
+    out = subprocess.run([sys.executable, "-m", "spec_tracing.cli", "demo", "--help"],
+                         env=clean_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+    text = " ".join(out.stdout.split())
+    for flag in ("--worker", "--batch-size", "--max-new-tokens", "--temperature", "--level",
+                 "--trace-file", "--quiet", "--seed", "--num-steps", "--adaptive"):  # fmt: skip
+        assert flag in text
+    assert "(default: 16)" in text and "(default: 96)" in text

@@ -172,7 +172,7 @@ def test_bad_files_name_the_line(captured, tmp_path):
     assert done.returncode == 2
     assert f"{not_json}:2: not JSON" in done.stderr
 
-    wrong_shape = _write(tmp_path / "b.jsonl", [good[0], json.dumps({"resourceMetrics": []})])
+    wrong_shape = _write(tmp_path / "b.jsonl", [good[0], json.dumps({"spans": []})])
     done = _cli("report", str(wrong_shape))
     assert done.returncode == 2
     assert f"{wrong_shape}:2: not an OTLP trace export request" in done.stderr
@@ -189,3 +189,45 @@ def test_truncated_last_line_is_skipped_with_a_warning(captured, tmp_path):
     assert f"{cut}:{len(good) + 1}: truncated last line skipped" in done.stderr
     whole = _cli("report", str(_write(tmp_path / "whole.jsonl", good)))
     assert done.stdout == whole.stdout  # everything before the cut was read
+
+
+def test_files_of_other_producers_are_read(tmp_path, caplog):
+    # What the OpenTelemetry Collector's file exporter writes: uppercase-insensitive hex ids,
+    # default fields omitted, every AnyValue kind, and metrics lines in the same file.
+    span = {
+        "traceId": "0AF7651916CD43DD8448EB211C80319C", "spanId": "B7AD6B7169203331",
+        "attributes": [
+            {"key": "kv", "value": {"kvlistValue": {"values": [
+                {"key": "a", "value": {"intValue": "1"}}]}}},
+            {"key": "b", "value": {"bytesValue": "AAE="}},
+            {"key": "nan", "value": {"doubleValue": "NaN"}},
+        ],
+        "status": {"code": "STATUS_CODE_ERROR"},
+    }  # fmt: skip
+    child = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "00000000000000aa",
+             "parentSpanId": "B7AD6B7169203331", "name": "spec_verify",
+             "startTimeUnixNano": "5", "endTimeUnixNano": "9"}  # fmt: skip
+    lines = [
+        {"resourceSpans": [{"scopeSpans": [{"spans": [span, child]}]}]},
+        {"resourceMetrics": [{"scopeMetrics": []}]},
+    ]
+    path = tmp_path / "collector.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    spans = read_spans(str(path))
+    root, verify = spans
+    assert root.name == "" and root.start_ns == 0 and root.status_code == 2
+    assert root.trace_id == verify.trace_id  # one trace, not two
+    assert verify.parent_span_id == root.span_id
+    assert root.attributes["kv"] == {"a": 1} and root.attributes["b"] == "AAE="
+    assert root.attributes["nan"] != root.attributes["nan"]  # a real NaN
+    assert "not traces (resourceMetrics); skipped" in caplog.text
+
+
+def test_binary_and_empty_files_are_one_line_errors(tmp_path):
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(range(256)))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for path, says in ((binary, "not a text file"), (empty, "empty")):
+        out = _cli("report", str(path))
+        assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
