@@ -76,6 +76,7 @@ def _demo(args: argparse.Namespace) -> int:
     # Acceptance comes from the metrics, the same counters Prometheus and OTLP receive.
     summary.acceptance = acceptance_from(metric_reader.get_metrics_data())
     lifecycle.shutdown()
+    counts = lifecycle.last_stats()
 
     stats = engine.stats
     print(summary.render(level=settings.level))
@@ -85,6 +86,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
     )
     print(f"trace             {_where(settings)}")
+    lost = {k: v for k, v in counts.items() if v and k not in ("spans", "unmatched_ends")}
+    print(f"spans exported    {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
     return 0
 
 

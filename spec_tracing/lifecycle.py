@@ -198,6 +198,16 @@ def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
 
     if not _bounded(work, timeout, "shutdown"):
         active.output.abandon()
+    global _last_stats
+    _last_stats = _stats_of(active)
+
+
+_last_stats: dict[str, int] = {}
+
+
+def last_stats() -> dict[str, int]:
+    """stats() as they were when tracing was last shut down (what a finished run delivered)."""
+    return dict(_last_stats)
 
 
 def _after_fork_in_child() -> None:
@@ -262,10 +272,14 @@ def add_record_listener(listener) -> None:
 
 
 def stats() -> dict[str, int]:
+    """Counters of the plugin itself (see _stats_of)."""
+    return _stats_of(_active)
+
+
+def _stats_of(active: _Active | None) -> dict[str, int]:
     """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
     invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
     process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
-    active = _active
     out = {
         "dropped_events": hotpath.dropped,
         "dropped_finishes": hotpath.dropped_finishes,
