@@ -28,6 +28,11 @@ class OtlpSpan:
     attributes: dict
     status_code: int
     resource: dict = field(default_factory=dict)
+    scope: tuple[str, str] = ("", "")  # instrumentation scope (name, version)
+    kind: int = 1  # OTLP SpanKind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer
+    status_message: str = ""
+    events: list = field(default_factory=list)  # (name, time_ns, attributes)
+    links: list = field(default_factory=list)  # (trace_id, span_id, attributes)
 
 
 def _any_value(value: dict) -> object:
@@ -46,6 +51,18 @@ def _any_value(value: dict) -> object:
             for kv in value["kvlistValue"].get("values", [])
         }
     return None
+
+
+_KIND_NAMES = {"SPAN_KIND_UNSPECIFIED": 0, "SPAN_KIND_INTERNAL": 1, "SPAN_KIND_SERVER": 2,
+               "SPAN_KIND_CLIENT": 3, "SPAN_KIND_PRODUCER": 4, "SPAN_KIND_CONSUMER": 5}  # fmt: skip
+
+
+def _kind(value) -> int:
+    return _KIND_NAMES.get(value, 1) if isinstance(value, str) else int(value)
+
+
+def _attributes(node: dict) -> dict:
+    return {a["key"]: _any_value(a.get("value", {})) for a in node.get("attributes", [])}
 
 
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
@@ -76,6 +93,8 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
                 for a in rs.get("resource", {}).get("attributes", [])
             }
             for ss in rs.get("scopeSpans", []):
+                scope = ss.get("scope", {})
+                scope_pair = (scope.get("name", ""), scope.get("version", ""))
                 for s in ss.get("spans", []):
                     # The Collector omits fields at their default (proto3 JSON): an empty name,
                     # a zero time. Ids are hex, in either case.
@@ -86,9 +105,20 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
                         s.get("parentSpanId", "").lower(),
                         int(s.get("startTimeUnixNano", 0)),
                         int(s.get("endTimeUnixNano", 0)),
-                        {a["key"]: _any_value(a.get("value", {})) for a in s.get("attributes", [])},
+                        _attributes(s),
                         _status(s),
                         resource,
+                        scope_pair,
+                        _kind(s.get("kind", 1)),
+                        s.get("status", {}).get("message", ""),
+                        [
+                            (e.get("name", ""), int(e.get("timeUnixNano", 0)), _attributes(e))
+                            for e in s.get("events", [])
+                        ],
+                        [
+                            (x["traceId"].lower(), x["spanId"].lower(), _attributes(x))
+                            for x in s.get("links", [])
+                        ],
                     )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise TraceFileError(f"{where}: malformed span ({type(exc).__name__}: {exc})") from None

@@ -231,3 +231,36 @@ def test_binary_and_empty_files_are_one_line_errors(tmp_path):
     for path, says in ((binary, "not a text file"), (empty, "empty")):
         out = _cli("report", str(path))
         assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
+
+
+def test_jaeger_json_keeps_scope_kind_status_events_links_and_typed_resource(tmp_path):
+    from spec_tracing.report.jaeger import to_jaeger
+
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
+        "name": "llm_request", "kind": 2,
+        "startTimeUnixNano": "1000000", "endTimeUnixNano": "3000000",
+        "status": {"code": 2, "message": "client went away"},
+        "events": [{"name": "first_token", "timeUnixNano": "2000000",
+                    "attributes": [{"key": "n", "value": {"intValue": "1"}}]}],
+        "links": [{"traceId": "1" * 32, "spanId": "2" * 16}],
+    }  # fmt: skip
+    doc = {"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "svc"}},
+                                    {"key": "pid", "value": {"intValue": "42"}}]},
+        "scopeSpans": [{"scope": {"name": "spec_tracing", "version": "0.1.0"}, "spans": [span]}],
+    }]}  # fmt: skip
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(doc) + "\n")
+    (trace,) = to_jaeger(read_spans(str(path)))["data"]
+    (out,) = trace["spans"]
+    tags = {t["key"]: t["value"] for t in out["tags"]}
+    assert tags["otel.library.name"] == "spec_tracing" and tags["otel.library.version"] == "0.1.0"
+    assert tags["span.kind"] == "server"
+    assert tags["error"] is True and tags["otel.status_description"] == "client went away"
+    (log,) = out["logs"]
+    assert log["timestamp"] == 2000 and {"key": "n", "type": "int64", "value": 1} in log["fields"]
+    assert {"refType": "FOLLOWS_FROM", "traceID": "1" * 32, "spanID": "2" * 16} in out["references"]
+    process = trace["processes"][out["processID"]]
+    assert process["serviceName"] == "svc"
+    assert {"key": "pid", "type": "int64", "value": 42} in process["tags"]
