@@ -133,7 +133,10 @@ def _bounded(work, timeout_s: float, what: str) -> bool:
         finally:
             done.set()
 
-    threading.Thread(target=run, name=f"spec-tracing-{what}", daemon=True).start()
+    try:
+        threading.Thread(target=run, name=f"spec-tracing-{what}", daemon=True).start()
+    except RuntimeError:  # no new threads this late in interpreter shutdown: do it here
+        run()
     if not done.wait(timeout_s + 0.25 if timeout_s > 0 else 0.0):
         if timeout_s > 0:
             logger.warning(
