@@ -169,6 +169,13 @@ def flush(timeout_ms: int | None = None) -> bool:
     return _bounded(work, timeout, "flush") and result[0]
 
 
+def drain_soon() -> None:
+    """Ask the recorder to hand what is buffered to the exporter now; returns at once."""
+    active = _active
+    if active is not None:
+        active.recorder.drain_soon()
+
+
 def shutdown(timeout_ms: int | None = None) -> None:
     """Stop tracing: drain the buffer, flush and shut down what enable() started. Returns within
     `timeout_ms` (default SPEC_TRACING_SHUTDOWN_TIMEOUT_MS) + 0.25 s whatever the collector or

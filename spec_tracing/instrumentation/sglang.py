@@ -1,0 +1,187 @@
+"""SGLang: spec_draft / spec_verify spans per request and decode step, from outside.
+
+Loaded in SGLang's processes through its `sglang.srt.plugins` entry point (sglang_plugin.py),
+which wraps when SPEC_TRACING_ENABLED is set; `SGLangInstrumentor().instrument()` does the same by
+hand. Supported: sglang 0.5.23, NGRAM speculative decoding with the non-overlap scheduler (tested
+on CPU); the EAGLE family is not covered yet.
+
+SGLang 0.5.23 emits no spec spans of its own on this path: its NGRAM worker calls SGLang's own
+`set_time_batch` on SGLang's own `req.time_stats`, and nothing calls a verify end. So:
+- scheduler, `Req.__init__`: the request's root (`spec_request`), kept on the request object;
+- NGRAM worker, `_prepare_for_speculative_decoding`: the draft (n-gram lookup and tree build),
+  stamped with perf_counter; `forward_batch_generation`: the verify (target forward over the draft
+  tree, greedy/rejection sampling, KV moves) ends when it returns; the stamps ride on the result;
+- scheduler, `process_batch_result_decode`: SGLang's own per-request accounting runs inside it
+  (`req.spec_verify_ct += 1`, `spec_num_correct_drafts += result.num_correct_drafts_per_req_cpu[i]`
+  for the requests it counts); the verify event takes exactly those requests and counts, so
+  `accepted_tokens` reproduces `meta_info`'s `spec_num_correct_drafts`, `spec_verify_ct` and
+  `spec_correct_drafts_histogram`; proposed = speculative_num_draft_tokens - 1 per round, as
+  SGLang's `spec_num_proposed_drafts`. Requests that finished in the step end after it (ERROR when
+  aborted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from time import perf_counter
+
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+
+from .. import lifecycle
+from ..record import hotpath
+from ..record.request_trace import ReqTimeStats
+from ..semconv import SpanAttr
+from ..stages import RequestStage
+from ._wrapping import WrapTable
+from .auto import enable_from_environment
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED = ("sglang >= 0.5.23, < 0.6",)
+_STATS = "_spec_tracing"  # our ReqTimeStats on SGLang's Req
+_TIMES = "_spec_tracing_times"  # (draft start, draft end, verify end) on the batch result
+
+
+def _req_init(wrapped, instance, args, kwargs):
+    wrapped(*args, **kwargs)
+    try:
+        enable_from_environment()
+        if hotpath.LEVEL:
+            setattr(instance, _STATS, ReqTimeStats(rid=instance.rid))
+    except Exception:
+        logger.debug("spec-tracing: request not traced", exc_info=True)
+
+
+def _prepare(wrapped, instance, args, kwargs):
+    t0 = perf_counter()
+    result = wrapped(*args, **kwargs)
+    try:
+        batch = args[0] if args else kwargs["batch"]
+        instance._spec_tracing_draft = (
+            (t0, perf_counter()) if batch.forward_mode.is_target_verify() else None
+        )
+    except Exception:
+        instance._spec_tracing_draft = None
+    return result
+
+
+def _forward(wrapped, instance, args, kwargs):
+    instance._spec_tracing_draft = None
+    result = wrapped(*args, **kwargs)
+    draft = getattr(instance, "_spec_tracing_draft", None)
+    if draft is not None and hotpath.LEVEL >= 2:
+        try:
+            setattr(result, _TIMES, (draft[0], draft[1], perf_counter()))
+            batch = args[0] if args else kwargs["batch"]
+            reqs = [st for st in (getattr(r, _STATS, None) for r in batch.reqs) if st]
+            hotpath.record_batch_stage(
+                reqs, RequestStage.SPEC_DRAFT, draft[0], draft[1], attrs=_attrs(instance)
+            )
+        except Exception:
+            logger.debug("spec-tracing: draft not recorded", exc_info=True)
+    return result
+
+
+def _attrs(worker) -> dict:
+    attrs = {SpanAttr.WORKER: type(worker).__name__}
+    width = getattr(worker, "draft_token_num", None)
+    if width:
+        attrs[SpanAttr.NUM_DRAFT_TOKENS] = width
+        attrs[SpanAttr.NUM_STEPS] = width - 1
+    return attrs
+
+
+def _process_decode(wrapped, instance, args, kwargs):
+    if not hotpath.LEVEL:
+        return wrapped(*args, **kwargs)
+    batch = args[0] if args else kwargs["batch"]
+    result = args[1] if len(args) > 1 else kwargs["result"]
+    try:
+        before = [r.spec_verify_ct for r in batch.reqs]
+    except Exception:
+        before = None
+    out = wrapped(*args, **kwargs)
+    try:
+        _record_verify(instance, batch, result, before)
+        ended = False
+        for req in batch.reqs:
+            stats = getattr(req, _STATS, None)
+            if stats is not None and req.finished() and not stats.finished:
+                _end(req, stats)
+                ended = True
+        if ended:
+            # SGLang's Engine.shutdown() kills the scheduler right after the last response:
+            # let finished requests leave this process now, not at the next drain.
+            lifecycle.drain_soon()
+    except Exception:
+        logger.debug("spec-tracing: verify not recorded", exc_info=True)
+    return out
+
+
+def _record_verify(scheduler, batch, result, before) -> None:
+    times = getattr(result, _TIMES, None)
+    correct = getattr(result, "num_correct_drafts_per_req_cpu", None)
+    if times is None or correct is None or before is None:
+        return
+    width = getattr(result, "speculative_num_draft_tokens", None)
+    reqs, accepted = [], []
+    for i, req in enumerate(batch.reqs):
+        stats = getattr(req, _STATS, None)
+        if stats is not None and req.spec_verify_ct > before[i]:  # SGLang counted this round
+            reqs.append(stats)
+            accepted.append(correct[i])
+    if not reqs:
+        return
+    attrs = {SpanAttr.WORKER: "NGRAMWorker"}
+    proposed = None
+    if width:
+        attrs[SpanAttr.NUM_STEPS] = width - 1
+        proposed = width - 1
+    draft_start, draft_end, verify_end = times
+    hotpath.record_batch_stage(
+        reqs, RequestStage.SPEC_VERIFY, draft_end, verify_end, accepted, proposed, attrs
+    )
+
+
+def _end(req, stats: ReqTimeStats) -> None:
+    reason = getattr(req, "finished_reason", None)
+    kind = type(reason).__name__
+    if kind == "FINISH_ABORT":
+        stats.abort(getattr(reason, "message", None) or "aborted")
+    else:
+        stats.finish(reason=kind.removeprefix("FINISH_").lower() or "stop")
+
+
+def _targets():
+    from sglang.srt.managers.schedule_batch import Req
+    from sglang.srt.managers.scheduler_components.batch_result_processor import (
+        SchedulerBatchResultProcessor,
+    )
+    from sglang.srt.speculative.ngram_worker import NGRAMWorker
+
+    return [
+        (Req, "__init__", _req_init),
+        (NGRAMWorker, "_prepare_for_speculative_decoding", _prepare),
+        (NGRAMWorker, "forward_batch_generation", _forward),
+        (SchedulerBatchResultProcessor, "process_batch_result_decode", _process_decode),
+    ]
+
+
+_table = WrapTable(_targets)
+wrap_all = _table.wrap  # what the sglang.srt.plugins entry point calls
+
+
+class SGLangInstrumentor(BaseInstrumentor):
+    """Wraps SGLang's scheduler and NGRAM worker in this process; `uninstrument()` restores
+    them. In SGLang's scheduler processes the `sglang.srt.plugins` entry point does the same."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return SUPPORTED
+
+    def _instrument(self, **kwargs) -> None:
+        enable_from_environment(kwargs.get("tracer_provider"))
+        wrap_all()
+
+    def _uninstrument(self, **kwargs) -> None:
+        _table.unwrap()

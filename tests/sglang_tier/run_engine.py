@@ -1,0 +1,59 @@
+"""TEST-ONLY: run sglang.Engine on this CPU with n-gram speculative decoding (or none) on a tiny
+Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
+
+    python run_engine.py MODEL_DIR ngram|none
+"""
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STANDINS = os.path.join(HERE, "standins")
+sys.path[:0] = [STANDINS, os.path.join(HERE, "..", "instrumentation")]
+# Spawned scheduler processes: the stand-ins and the attention patch (sitecustomize) there too.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (STANDINS, os.environ.get("PYTHONPATH")) if p)
+
+PROMPTS = [
+    "the quick brown fox jumps over the lazy dog the quick brown fox",
+    "one two three four one two three four one two",
+]
+
+
+def main() -> None:
+    model_dir, mode = sys.argv[1], sys.argv[2]
+    if not os.path.exists(os.path.join(model_dir, "config.json")):
+        from vllm_app import build_model
+
+        build_model(model_dir)
+    import sglang
+
+    spec = (
+        {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4}
+        if mode == "ngram"
+        else {}
+    )
+    engine = sglang.Engine(
+        model_path=model_dir,
+        device="cpu",
+        attention_backend="torch_native",
+        disable_overlap_schedule=True,
+        dtype="float32",
+        mem_fraction_static=0.3,
+        max_total_tokens=4096,
+        disable_cuda_graph=True,
+        skip_server_warmup=True,
+        log_level="error",
+        **spec,
+    )
+    try:
+        outs = engine.generate(
+            PROMPTS, {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
+        )
+    finally:
+        engine.shutdown()
+    print("RESULT " + json.dumps([{"text": o["text"], "meta": o["meta_info"]} for o in outs]))
+
+
+if __name__ == "__main__":
+    main()

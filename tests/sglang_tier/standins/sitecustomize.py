@@ -1,0 +1,81 @@
+"""TEST-ONLY: loaded at start-up in every process of the SGLang tier (this folder is on
+PYTHONPATH, so SGLang's spawned scheduler processes get it too). Gives SGLang's torch_native
+attention backend the TARGET_VERIFY mode it lacks on CPU, once that module is imported."""
+
+import importlib.abc
+import importlib.machinery
+import sys
+
+_TARGET = "sglang.srt.layers.attention.torch_native_backend"
+
+
+def _patch(module) -> None:
+    import torch
+
+    cls = module.TorchNativeAttnBackend
+    plain_extend = cls.forward_extend
+
+    def forward_extend(self, q, k, v, layer, forward_batch, save_kv_cache=True):
+        if not forward_batch.forward_mode.is_target_verify():
+            return plain_extend(self, q, k, v, layer, forward_batch, save_kv_cache)
+        # Verify: each request's n draft tokens see its whole verified prefix, and the drafts
+        # its tree mask allows (spec_info.custom_mask: per request n x n for NGRAM's tree, or
+        # n x (prefix + n) row-major, the layout SGLang's Triton backend reads).
+        cache_loc = forward_batch.out_cache_loc
+        if save_kv_cache and k is not None and v is not None:
+            self.token_to_kv_pool.set_kv_buffer(layer, cache_loc, k, v)
+        k_cache = self.token_to_kv_pool.get_key_buffer(layer.layer_id)
+        v_cache = self.token_to_kv_pool.get_value_buffer(layer.layer_id)
+        spec = forward_batch.spec_info
+        n = spec.draft_token_num
+        q_ = q.view(-1, layer.tp_q_head_num, layer.qk_head_dim)
+        out = q_.new_empty((q_.shape[0], layer.tp_q_head_num, layer.v_head_dim))
+        mask_all = spec.custom_mask.bool()
+        offset = 0
+        req_to_token = self.req_to_token_pool.req_to_token
+        for b, prefix in enumerate(forward_batch.seq_lens.tolist()):
+            rows = slice(b * n, (b + 1) * n)
+            kv_loc = torch.cat(
+                [req_to_token[forward_batch.req_pool_indices[b], :prefix].long(),
+                 cache_loc[rows].long()]
+            )  # fmt: skip
+            keys = k_cache[kv_loc].movedim(0, 1)  # [heads, prefix + n, dim]
+            values = v_cache[kv_loc].movedim(0, 1)
+            if mask_all.numel() == len(forward_batch.seq_lens) * n * n:  # NGRAM: drafts only
+                tree = mask_all[b * n * n : (b + 1) * n * n].view(n, n)
+                mask = torch.cat([tree.new_ones((n, prefix)), tree], dim=1)
+            else:  # prefix + drafts per request (the Triton backend's layout)
+                mask = mask_all[offset : offset + n * (prefix + n)].view(n, prefix + n)
+                offset += n * (prefix + n)
+            o = torch.nn.functional.scaled_dot_product_attention(
+                q_[rows].movedim(0, 1),
+                keys,
+                values,
+                attn_mask=mask,
+                scale=layer.scaling,
+                enable_gqa=layer.tp_q_head_num != layer.tp_k_head_num,
+            )
+            out[rows] = o.movedim(1, 0)
+        return out.reshape(q.shape[0], -1)
+
+    cls.forward_extend = forward_extend
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != _TARGET:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None:
+            return None
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+sys.meta_path.insert(0, _PatchOnImport())
