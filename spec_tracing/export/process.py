@@ -16,8 +16,10 @@ process (`python -m spec_tracing.export`, child.py), which builds, encodes and e
   backoff (0.5 s doubling to 30 s) so a process that dies at start cannot spin.
 
 The child is started with `python -m` (not multiprocessing), so the application's main module is
-never re-imported and needs no `__main__` guard. It runs in its own session (a terminal's Ctrl-C
-does not kill it before the parent flushed) and exits when the pipe closes.
+never re-imported and needs no `__main__` guard. It is started detached (__main__.py forks
+once): its own session, so a terminal's Ctrl-C does not kill it before the engine flushed, and
+not a descendant, so an engine that kills its process tree at shutdown (SGLang) does not kill it
+with the last spans. It exits when the pipe closes.
 """
 
 from __future__ import annotations
