@@ -109,3 +109,85 @@ def test_instrumentor_wraps_and_restores_sglang_exactly():
         SchedulerBatchResultProcessor: ("process_batch_result_decode",),
     }
     assert_wraps_and_restores(SGLangInstrumentor(), names)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, tmp_path):
+    import http.client
+    import signal
+
+    _run(model_dir, "none")  # builds the model if this test runs alone
+    port = _free_port()
+    standins = os.path.join(os.path.dirname(__file__), "standins")
+    with OtlpReceiver("grpc") as receiver:
+        env = {**clean_env(), "SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": standins, "SPEC_TRACING_ENABLED": "1",
+               "SPEC_TRACING_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+               "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
+        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", model_dir,
+               "--device", "cpu", "--attention-backend", "torch_native",
+               "--disable-overlap-schedule", "--dtype", "float32", "--mem-fraction-static", "0.3",
+               "--max-total-tokens", "4096", "--disable-cuda-graph", "--skip-server-warmup",
+               "--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "4",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        log = open(tmp_path / "server.log", "w")  # noqa: SIM115
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "server did not start"
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                time.sleep(1)
+            metas = []
+            for prompt in ("the quick brown fox jumps over the lazy dog the quick brown fox",
+                           "one two three four one two three four one two"):  # fmt: skip
+                body = {"text": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": 24,
+                                                           "ignore_eos": True}}  # fmt: skip
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+                conn.request("POST", "/generate", json.dumps(body),
+                             {"Content-Type": "application/json"})  # fmt: skip
+                resp = conn.getresponse()
+                assert resp.status == 200
+                metas.append(json.loads(resp.read())["meta_info"])
+            time.sleep(0.5)
+        finally:
+            server.send_signal(signal.SIGINT)  # Ctrl-C
+            try:
+                server.wait(120)
+            finally:
+                if server.poll() is None:
+                    server.kill()
+                log.close()
+        wanted = {m["id"] for m in metas}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            spans = receiver.spans()
+            if wanted <= {s.attributes.get(SpanAttr.REQUEST_ID) for s in spans}:
+                break
+            time.sleep(0.2)
+    roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
+    # Ours, plus the server's own /health probes (SGLang answers them with a real generation).
+    assert wanted <= roots.keys()
+    assert all(rid in wanted or rid.startswith("HEALTH_CHECK") for rid in roots)
+    for meta in metas:
+        root = roots[meta["id"]]
+        verify = [s for s in spans if s.name == "spec_verify" and s.parent_span_id == root.span_id]
+        assert len(verify) == meta["spec_verify_ct"]
+        assert (
+            sum(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify)
+            == meta["spec_num_correct_drafts"]
+        )
