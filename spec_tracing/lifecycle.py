@@ -268,7 +268,7 @@ atexit.register(_at_exit)
 
 
 def add_record_listener(listener) -> None:
-    """Also hand the span records (spans.py) of everything recorded to `listener`, on the
+    """Also hand the span records (wire.py) of everything recorded to `listener`, on the
     recorder's thread; how `spec-tracing demo` summarizes a run whatever the exporter."""
     if _active is not None:
         deliver = _active.materializer.deliver

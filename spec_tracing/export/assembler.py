@@ -6,7 +6,7 @@ Per-request bookkeeping that only spans need lives here, keyed by the request's 
 touches the engine's objects, so it runs in another process as well as in this one. Requests
 that never finish are forgotten oldest-first past MAX_OPEN_REQUESTS, so state stays bounded.
 
-Compact events (materializer.py makes them):
+Compact events (record/compactor.py makes them; typed in wire.py):
     (START, name, t, handles)
     (END, name, t, handles, accepted, proposed, batch_attrs)
     (SLICE, name, t0, t1, handles, accepted, proposed, batch_attrs)
@@ -40,7 +40,7 @@ class SpanAssembler:
         return state
 
     def feed(self, events: list) -> list:
-        """Span records (spans.py) for a batch of compact events."""
+        """Span records (wire.py) for a batch of compact events."""
         records: list = []
         for event in events:
             kind = event[0]

@@ -1,7 +1,7 @@
 """Span records -> SDK spans: the last step, run on the recorder's thread or in the exporter
 process.
 
-The materializer (materializer.py) turns batch events into span records: plain tuples of ints,
+The assembler (assembler.py) turns compact events into span records (wire.py): plain tuples of ints,
 floats and strings that pickle cheaply. Here each record becomes a finished SDK ReadableSpan with
 the ids the request's ReqTimeStats chose, handed to the provider's span processors (on_end): the
 same objects the SDK's own tracer would hand them, so any SDK exporter, the in-memory exporter of

@@ -4,7 +4,7 @@ Everything here is written for the calling thread's cost. With tracing off, each
 returns after reading the module global LEVEL. With tracing on, a batch costs one perf_counter
 read, one tuple of the request list (a C-level copy) and one deque append, whatever the batch
 size; the per-request expansion into spans happens in the recorder's consumer (recorder.py,
-materializer.py). Nothing here raises into the engine: bad input is the consumer's to count.
+compactor.py). Nothing here raises into the engine: bad input is the consumer's to count.
 
 The globals below are owned by this module and rebound only by provider.enable/shutdown and
 set_trace_level, so the hot path reads them with a single LOAD_GLOBAL.

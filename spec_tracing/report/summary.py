@@ -88,7 +88,7 @@ class TraceSummary:
 
 
 def add_records(summary: TraceSummary, records: list) -> None:
-    """Feed span records (spans.py) into `summary`: a live run's spans, before export."""
+    """Feed span records (wire.py) into `summary`: a live run's spans, before export."""
     for record in records:
         if record[0] == STAGE_RECORD:
             _, name, batch_attrs, rows = record
