@@ -48,9 +48,31 @@ def _req_init(wrapped, instance, args, kwargs):
     try:
         enable_from_environment()
         if hotpath.LEVEL:
-            setattr(instance, _STATS, ReqTimeStats(rid=instance.rid))
+            carrier = _sglang_trace(instance)
+            setattr(instance, _STATS, ReqTimeStats(rid=instance.rid, carrier=carrier))
     except Exception:
         logger.debug("spec-tracing: request not traced", exc_info=True)
+
+
+def _sglang_trace(req) -> dict | None:
+    """The request's place in SGLang's own trace (`--enable-trace`): its root span's context,
+    which the scheduler's copy of the request's trace context carries."""
+    ctx = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
+    root = (
+        getattr(ctx, "root_span_context", None) if getattr(ctx, "tracing_enable", False) else None
+    )
+    if root is None:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier: dict = {}
+    TraceContextTextMapPropagator().inject(carrier, root)
+    return carrier or None
+
+
+def _traced_by_sglang(req) -> bool:
+    ctx = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
+    return bool(getattr(ctx, "tracing_enable", False))
 
 
 def _prepare(wrapped, instance, args, kwargs):
@@ -74,7 +96,12 @@ def _forward(wrapped, instance, args, kwargs):
         try:
             setattr(result, _TIMES, (draft[0], draft[1], perf_counter()))
             batch = args[0] if args else kwargs["batch"]
-            reqs = [st for st in (getattr(r, _STATS, None) for r in batch.reqs) if st]
+            # With SGLang's own tracing on, SGLang records its spec_draft slice itself.
+            reqs = [
+                st
+                for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
+                if st and not _traced_by_sglang(r)
+            ]
             hotpath.record_batch_stage(
                 reqs, RequestStage.SPEC_DRAFT, draft[0], draft[1], attrs=_attrs(instance)
             )

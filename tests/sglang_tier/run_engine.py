@@ -7,6 +7,7 @@ Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
 import json
 import os
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STANDINS = os.path.join(HERE, "standins")
@@ -33,6 +34,9 @@ def main() -> None:
         if mode == "ngram"
         else {}
     )
+    endpoint = os.environ.get("RUN_ENGINE_SGLANG_TRACE_ENDPOINT")  # SGLang's own tracing
+    if endpoint:
+        spec.update(enable_trace=True, otlp_traces_endpoint=endpoint)
     engine = sglang.Engine(
         model_path=model_dir,
         device="cpu",
@@ -50,6 +54,8 @@ def main() -> None:
         outs = engine.generate(
             PROMPTS, {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
         )
+        if endpoint:
+            time.sleep(3)  # SGLang's own spans leave through its BatchSpanProcessor's delay
     finally:
         engine.shutdown()
     print("RESULT " + json.dumps([{"text": o["text"], "meta": o["meta_info"]} for o in outs]))

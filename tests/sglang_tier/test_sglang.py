@@ -45,6 +45,18 @@ def _run(model_dir, mode, env_extra=None):
     return json.loads(line.removeprefix("RESULT "))
 
 
+def _spans_once_rooted(receiver, ids, timeout_s=30.0):
+    """The receiver's spans once every request id in `ids` has its spec_request root (or the
+    timeout passed): the exporter may still be sending when the engine has returned."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        spans = receiver.spans()
+        seen = {s.attributes.get(SpanAttr.REQUEST_ID) for s in spans if s.name == "spec_request"}
+        if set(ids) <= seen or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
 def test_ngram_output_equals_non_speculative_greedy(model_dir):
     plain = _run(model_dir, "none")
     ngram = _run(model_dir, "ngram")
@@ -60,12 +72,7 @@ def test_spans_reproduce_sglangs_own_accounting(model_dir):
                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
         result = _run(model_dir, "ngram", env)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            spans = receiver.spans()
-            if sum(s.name == "spec_request" for s in spans) >= len(result):
-                break
-            time.sleep(0.2)
+        spans = _spans_once_rooted(receiver, [o["meta"]["id"] for o in result])
     roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
     # Every request has its root, though Engine.shutdown() kills the scheduler's process tree
     # right after the last response.
@@ -173,12 +180,7 @@ def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, tmp_p
                     server.kill()
                 log.close()
         wanted = {m["id"] for m in metas}
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            spans = receiver.spans()
-            if wanted <= {s.attributes.get(SpanAttr.REQUEST_ID) for s in spans}:
-                break
-            time.sleep(0.2)
+        spans = _spans_once_rooted(receiver, wanted)
     roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
     # Ours, plus the server's own /health probes (SGLang answers them with a real generation).
     assert wanted <= roots.keys()
@@ -190,4 +192,31 @@ def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, tmp_p
         assert (
             sum(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify)
             == meta["spec_num_correct_drafts"]
+        )
+
+
+def test_with_sglangs_own_tracing_our_spans_join_its_request_traces(model_dir):
+    with OtlpReceiver("grpc") as receiver:
+        env = {
+            "SPEC_TRACING_ENABLED": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "RUN_ENGINE_SGLANG_TRACE_ENDPOINT": receiver.endpoint.removeprefix("http://"),
+        }
+        result = _run(model_dir, "ngram", env)
+        spans = _spans_once_rooted(receiver, [o["meta"]["id"] for o in result])
+    by_id = {s.span_id: s for s in spans}
+    roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
+    assert sorted(roots) == sorted(o["meta"]["id"] for o in result)
+    for out in result:
+        root = roots[out["meta"]["id"]]
+        sglang_root = by_id[root.parent_span_id]  # SGLang's own request span
+        assert "Req" in sglang_root.name and sglang_root.trace_id == root.trace_id
+        mine = [s for s in spans if s.parent_span_id == root.span_id]
+        # SGLang records its own spec_draft slices then: ours are not added twice.
+        assert {s.name for s in mine} == {"spec_verify"}
+        assert len(mine) == out["meta"]["spec_verify_ct"]
+        assert (
+            sum(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in mine)
+            == out["meta"]["spec_num_correct_drafts"]
         )
