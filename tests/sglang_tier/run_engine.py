@@ -54,8 +54,10 @@ def main() -> None:
         outs = engine.generate(
             PROMPTS, {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
         )
-        if endpoint:
-            time.sleep(3)  # SGLang's own spans leave through its BatchSpanProcessor's delay
+        # Engine.shutdown() kills the scheduler's whole process tree; like the vLLM tier's
+        # Ctrl-C, it comes half a second after the last response (SGLang's own spans, through
+        # its BatchSpanProcessor, need longer).
+        time.sleep(3 if endpoint else 0.5)
     finally:
         engine.shutdown()
     print("RESULT " + json.dumps([{"text": o["text"], "meta": o["meta_info"]} for o in outs]))
