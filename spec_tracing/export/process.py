@@ -222,15 +222,9 @@ class ExportProcess:
                 pass
 
     def abandon(self) -> None:
-        """In a forked child: let go of the parent's pipe ends without a word to its process."""
-        with self._cond:
-            self._closed = True
-            self._pending.clear()
-        for conn in (self._out, self._in):
-            try:
-                conn.close()
-            except OSError:
-                pass
+        """In a forked child: let go of the parent's pipe ends without a word to its process
+        (the counts go with this object, which the child replaces)."""
+        self._close()
 
     def kill(self) -> None:
         self._proc.kill()
