@@ -66,6 +66,8 @@ def _table(results: dict) -> str:
         f"{down['exporter_rss_peak_mb']:.0f} MB (up: {up['exporter_rss_peak_mb']:.0f})"
     )
     lines.append(f"{label:<58}{down['exporter_rss_last_over_half']:>13.3f}x  flat once full")
+    label = "5. collector down: exporter memory per buffered span"
+    lines.append(f"{label:<58}{m['bytes_per_buffered_span']:>12.0f} B  <= 100 B")
     label = f"5. collector down: engine RSS growth ({down['export_dropped_spans']:,} dropped)"
     lines.append(f"{label:<58}{down['engine_rss_growth_mb']:>11.1f} MB")
     return "\n".join(lines)

@@ -77,5 +77,10 @@ def bench_memory(quick: bool) -> dict:
         "collector_up": up,
         "collector_down": down,
         "down_over_up_exporter_peak": down["exporter_rss_peak_mb"] / up["exporter_rss_peak_mb"],
+        # The full buffer's cost: what the exporter holds beyond the collector-up run, per span
+        # it holds.
+        "bytes_per_buffered_span": (down["exporter_rss_peak_mb"] - up["exporter_rss_peak_mb"])
+        * 2**20
+        / min(QUEUE_SPANS, down["offered_spans"]),
         "goal": "bounded: exporter RSS flat once its buffer is full; engine RSS unchanged",
     }

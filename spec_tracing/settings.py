@@ -172,8 +172,8 @@ SPEC_VARS: tuple[Var, ...] = (
         "export_queue_spans",
         262144,
         _int_in(1, None),
-        "Bound of the exporter process's buffer, in spans (~140 bytes of memory each in "
-        "benchmark 5: ~36 MB at the default), for when the collector is slow or down. Past it, "
+        "Bound of the exporter process's buffer, in spans (~55 bytes of memory each in "
+        "benchmark 5: ~14 MB at the default), for when the collector is slow or down. Past it, "
         "spans are dropped and counted.",
     ),
     Var(

@@ -57,7 +57,7 @@ def main() -> None:
         # Engine.shutdown() kills the scheduler's whole process tree; like the vLLM tier's
         # Ctrl-C, it comes half a second after the last response (SGLang's own spans, through
         # its BatchSpanProcessor, need longer).
-        time.sleep(3 if endpoint else 0.5)
+        time.sleep(float(os.environ.get("RUN_ENGINE_SHUTDOWN_DELAY", 3 if endpoint else 0.5)))
     finally:
         engine.shutdown()
     print("RESULT " + json.dumps([{"text": o["text"], "meta": o["meta_info"]} for o in outs]))
