@@ -102,6 +102,27 @@ def test_verify_span_counts_drafts_without_bonus(spec_spans):
     assert batch.reqs[1].time_stats.summary()["verify_rounds"] == 2
 
 
+def test_verify_counts_named_by_path_survive_a_result_without_the_other_count(spec_spans):
+    # accepted is named; the result has no proposed_tokens: accepted is kept, proposed unknown
+    # (before, the missing attribute discarded the round's counts altogether).
+    class Out:
+        def __init__(self, acc):
+            self.acc = acc
+
+    class PathWorker:
+        @trace_stage(RequestStage.SPEC_VERIFY, accepted="result.acc")
+        def verify(self, batch, accepted):
+            return Out(accepted)
+
+    batch = Batch([Req(i) for i in range(2)])
+    PathWorker().verify(batch, [2, 1])
+    for r in batch.reqs:
+        r.time_stats.finish()
+    verify = spec_spans.spans("spec_verify")
+    assert sorted(s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify) == [1, 2]
+    assert all(SpanAttr.PROPOSED_TOKENS not in s.attributes for s in verify)
+
+
 def test_draft_span_carries_the_active_width(spec_spans):
     worker, batch = Worker(), Batch([Req(0)])
     worker.draft(batch)
