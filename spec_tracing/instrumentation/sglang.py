@@ -2,8 +2,8 @@
 
 Loaded in SGLang's processes through its `sglang.srt.plugins` entry point (sglang_plugin.py),
 which wraps when SPEC_TRACING_ENABLED is set; `SGLangInstrumentor().instrument()` does the same by
-hand. Supported: sglang 0.5.23, NGRAM speculative decoding with the non-overlap scheduler (tested
-on CPU); the EAGLE family is not covered yet.
+hand. Supported: sglang 0.5.23, NGRAM speculative decoding with the overlap scheduler (SGLang's
+default) and without it (both tested on CPU); the EAGLE family is not covered yet.
 
 SGLang 0.5.23 emits no spec spans of its own on this path: its NGRAM worker calls SGLang's own
 `set_time_batch` on SGLang's own `req.time_stats`, and nothing calls a verify end. So:

@@ -41,7 +41,8 @@ def main() -> None:
         model_path=model_dir,
         device="cpu",
         attention_backend="torch_native",
-        disable_overlap_schedule=True,
+        # SGLang's default is the overlap scheduler; RUN_ENGINE_OVERLAP=1 runs it.
+        disable_overlap_schedule=os.environ.get("RUN_ENGINE_OVERLAP") != "1",
         dtype="float32",
         mem_fraction_static=0.3,
         max_total_tokens=4096,

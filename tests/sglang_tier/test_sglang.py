@@ -57,22 +57,32 @@ def _spans_once_rooted(receiver, ids, timeout_s=30.0):
         time.sleep(0.2)
 
 
-def test_ngram_output_equals_non_speculative_greedy(model_dir):
-    plain = _run(model_dir, "none")
+@pytest.fixture(scope="module")
+def greedy_texts(model_dir):
+    """What the model says without speculation (greedy): what every speculative run must say."""
+    return [o["text"] for o in _run(model_dir, "none")]
+
+
+def test_ngram_output_equals_non_speculative_greedy(model_dir, greedy_texts):
     ngram = _run(model_dir, "ngram")
-    assert [o["text"] for o in ngram] == [o["text"] for o in plain]
+    assert [o["text"] for o in ngram] == greedy_texts
     # The drafts were really verified, and some accepted: the stand-ins ran.
     assert all(o["meta"]["spec_verify_ct"] > 0 for o in ngram)
     assert sum(o["meta"]["spec_num_correct_drafts"] for o in ngram) > 0
 
 
-def test_spans_reproduce_sglangs_own_accounting(model_dir):
+@pytest.mark.parametrize("overlap", [False, True], ids=["sync", "overlap-scheduler"])
+def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, overlap):
+    # SGLang's default is the overlap scheduler (the next batch is launched before the last
+    # one's results are processed); both schedules must give the same counts.
     with OtlpReceiver("grpc") as receiver:
         env = {"SPEC_TRACING_ENABLED": "1", "SPEC_TRACING_EXPORTER": "otlp",
                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-               "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
+               "OTEL_EXPORTER_OTLP_INSECURE": "true",
+               "RUN_ENGINE_OVERLAP": "1" if overlap else "0"}  # fmt: skip
         result = _run(model_dir, "ngram", env)
         spans = _spans_once_rooted(receiver, [o["meta"]["id"] for o in result])
+    assert [o["text"] for o in result] == greedy_texts
     roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
     # Every request has its root, though Engine.shutdown() kills the scheduler's process tree
     # half a second after the last response.
@@ -126,11 +136,11 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, tmp_path):
+def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, greedy_texts, tmp_path):
     import http.client
     import signal
 
-    _run(model_dir, "none")  # builds the model if this test runs alone
+    # greedy_texts built the model, if this test runs alone
     port = _free_port()
     standins = os.path.join(os.path.dirname(__file__), "standins")
     with OtlpReceiver("grpc") as receiver:
