@@ -122,7 +122,12 @@ class SpecMetrics:
         worker = batch_attrs.get(SpanAttr.WORKER)
         attrs = (("worker", str(worker)),) if worker is not None else ()
         n = len(accepted)
-        known = [(a, p) for a, p in zip(accepted, proposed, strict=True) if p is not None]
+        total_accepted = sum(accepted)
+        if None in proposed:  # rounds of unknown width count for accept_length only
+            known = [(a, p) for a, p in zip(accepted, proposed, strict=True) if p is not None]
+            proposed_sum, accepted_known = sum(p for _, p in known), sum(a for a, _ in known)
+        else:
+            proposed_sum, accepted_known = sum(proposed), total_accepted
         by_count = Counter(accepted)
         # Position i was accepted in every round that accepted more than i drafts.
         positions: Counter = Counter()
@@ -131,9 +136,9 @@ class SpecMetrics:
                 positions[position] += rounds
         adds = [
             (MetricName.VERIFY_ROUNDS, attrs, n),
-            (MetricName.PROPOSED, attrs, sum(p for _, p in known)),
-            (MetricName.ACCEPTED, attrs, sum(a for a, _ in known)),
-            (MetricName.EMITTED, attrs, sum(accepted) + n),
+            (MetricName.PROPOSED, attrs, proposed_sum),
+            (MetricName.ACCEPTED, attrs, accepted_known),
+            (MetricName.EMITTED, attrs, total_accepted + n),
         ]
         adds += [
             (MetricName.ROUNDS_BY_ACCEPTED, _with(attrs, "accepted", a), rounds)

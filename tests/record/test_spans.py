@@ -123,6 +123,39 @@ def test_verify_counts_named_by_path_survive_a_result_without_the_other_count(sp
     assert all(SpanAttr.PROPOSED_TOKENS not in s.attributes for s in verify)
 
 
+def test_batches_that_change_within_one_drain_keep_each_requests_counts(spec_spans):
+    # The recorder reuses the last batch's resolution when the next event carries the same
+    # requests in the same order; a reordered, shrunk or foreign batch must be resolved anew.
+    a, b, c = Req("a"), Req("b"), Req("c")
+    stages = spec_tracing.lifecycle._active.recorder
+    with stages._lock:  # all in one drain
+        for reqs, acc in (
+            ([a, b, c], [1, 2, 3]),
+            ([a, b, c], [0, 0, 1]),  # same batch again
+            ([c, b, a], [2, 1, 0]),  # same requests, another order
+            ([a, c], [3, 3]),  # one finished
+            ([a, object(), c], [1, 5, 2]),  # a request without time stats: counted, skipped
+        ):
+            now = time.perf_counter()
+            spec_tracing.record_batch_stage(
+                reqs, RequestStage.SPEC_VERIFY, now - 0.001, now, acc, 3
+            )
+    for r in (a, b, c):
+        r.time_stats.finish()
+    got = {}
+    roots = {s.context.span_id: s.attributes[SpanAttr.REQUEST_ID] for s in spec_spans.roots()}
+    for s in spec_spans.spans("spec_verify"):
+        got.setdefault(roots[s.parent.span_id], []).append(
+            (s.attributes[SpanAttr.STEP], s.attributes[SpanAttr.ACCEPTED_TOKENS])
+        )
+    assert {k: sorted(v) for k, v in got.items()} == {
+        "a": [(0, 1), (1, 0), (2, 0), (3, 3), (4, 1)],
+        "b": [(0, 2), (1, 0), (2, 1)],
+        "c": [(0, 3), (1, 1), (2, 2), (3, 3), (4, 2)],
+    }
+    assert spec_tracing.stats()["invalid_events"] == 1
+
+
 def test_draft_span_carries_the_active_width(spec_spans):
     worker, batch = Worker(), Batch([Req(0)])
     worker.draft(batch)
