@@ -352,10 +352,14 @@
   };
   function refilter() {
     const outcome = $("filter-outcome").value, text = $("filter-id").value.trim();
-    const rateText = $("filter-rate").value, maxRate = rateText === "" ? null : Number(rateText);
+    const number = (id) => ($(id).value === "" ? null : Number($(id).value));
+    const maxRate = number("filter-rate"), minMs = number("filter-dur");
+    const minRounds = number("filter-rounds");
     visible = D.requests.filter((r) => (!outcome || r.outcome === outcome)
       && (!text || r.id.includes(text))
-      && (maxRate === null || (r.rate !== null && r.rate <= maxRate)));
+      && (maxRate === null || (r.rate !== null && r.rate <= maxRate))
+      && (minMs === null || r.dur >= minMs * 1e6)
+      && (minRounds === null || r.rounds.length >= minRounds));
     const key = SORTS[$("sort-key").value], sign = $("sort-desc").checked ? -1 : 1;
     visible.sort((a, b) => {
       const ka = key(a), kb = key(b);
@@ -463,8 +467,9 @@
     + `<span><i style="background:${ZERO}"></i>rounds that accepted 0</span>`;
   const outcomes = [...new Set(D.requests.map((r) => r.outcome))].sort();
   for (const o of outcomes) $("filter-outcome").add(new Option(o, o));
-  for (const id of ["sort-key", "sort-desc", "filter-outcome", "filter-rate", "filter-id"]) {
-    $(id).addEventListener(id === "filter-id" || id === "filter-rate" ? "input" : "change", refilter);
+  for (const id of ["sort-key", "sort-desc", "filter-outcome"]) $(id).addEventListener("change", refilter);
+  for (const id of ["filter-rate", "filter-dur", "filter-rounds", "filter-id"]) {
+    $(id).addEventListener("input", refilter);
   }
   $("axis-mode").addEventListener("change", () => { view.mode = $("axis-mode").value; redraw(); });
   $("zoom-reset").addEventListener("click", reset);

@@ -248,6 +248,19 @@ def test_sort_and_filter_requests(browser, run):
     assert sum(b["rounds"] for b in buckets) == len(verify)
 
     page.fill("#filter-rate", "")
+    # Duration and verify rounds, as lower bounds.
+    durations = sorted((r.end_ns - r.start_ns) / 1e6 for r in roots)
+    cut = durations[len(durations) // 2]
+    page.fill("#filter-dur", str(cut))
+    assert page.evaluate("specTrace.order()") == [
+        _rid(r) for r in by_dur if (r.end_ns - r.start_ns) >= cut * 1e6
+    ]
+    page.fill("#filter-dur", "")
+    rounds = {_rid(r): r.attributes[SpanAttr.VERIFY_ROUNDS] for r in roots}
+    page.fill("#filter-rounds", "9")
+    assert page.evaluate("specTrace.order()") == [_rid(r) for r in by_dur if rounds[_rid(r)] >= 9]
+    assert 0 < len(page.evaluate("specTrace.order()")) < len(roots)
+    page.fill("#filter-rounds", "")
     page.fill("#filter-id", "req-")
     assert len(page.evaluate("specTrace.order()")) == len(roots)
     page.fill("#filter-id", "nothing-like-this")
