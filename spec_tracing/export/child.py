@@ -1,4 +1,4 @@
-"""The exporter process's half: a bounded buffer of span records, an export thread, and the
+"""The exporter process's half: a bounded buffer of span records, export threads, and the
 loop that reads compact events from the engine's process (`serve`). Runs as
 `python -m spec_tracing.export`; imports nothing from the engine side (record/)."""
 
@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 class Writer:
-    """The exporter process's bounded buffer and export thread. Records wait here while the
+    """The exporter process's bounded buffer and export threads. Records wait here while the
     exporter is slow or the collector is down; past `capacity` spans, new records are dropped
     and counted (one warning), so memory stays bounded and the pipe keeps draining."""
 
@@ -72,7 +72,7 @@ class Writer:
 
     def _put_chunk(self, records: list, count: int) -> None:
         # Read without the lock: it only picks the form a chunk waits in, and pickling a chunk
-        # (a few ms) must not hold up the export thread.
+        # (a few ms) must not hold up the export threads.
         if self.PACK_ABOVE_SPANS <= self.queued <= self.capacity - count:
             records = pickle.dumps(records, pickle.HIGHEST_PROTOCOL)
         with self.cond:

@@ -4,6 +4,7 @@ Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
     python run_engine.py MODEL_DIR ngram|none
 """
 
+import inspect
 import json
 import os
 import sys
@@ -55,13 +56,17 @@ def main() -> None:
         outs = engine.generate(
             PROMPTS, {"temperature": 0, "max_new_tokens": 24, "ignore_eos": True}
         )
-        # Engine.shutdown() kills the scheduler's whole process tree; like the vLLM tier's
-        # Ctrl-C, it comes half a second after the last response (SGLang's own spans, through
-        # its BatchSpanProcessor, need longer).
-        time.sleep(float(os.environ.get("RUN_ENGINE_SHUTDOWN_DELAY", 3 if endpoint else 0.5)))
+        # Engine.shutdown() kills the scheduler's whole process tree, here straight after the
+        # last response, as scripts do (SGLang's own spans, through its BatchSpanProcessor,
+        # need seconds: with its tracing on, the shutdown waits 3 s).
+        time.sleep(float(os.environ.get("RUN_ENGINE_SHUTDOWN_DELAY", 3 if endpoint else 0)))
     finally:
         engine.shutdown()
-    print("RESULT " + json.dumps([{"text": o["text"], "meta": o["meta_info"]} for o in outs]))
+    # Whether spec-tracing's plugin wrapped Engine.shutdown in this (the user's) process.
+    wrapped = type(inspect.getattr_static(type(engine), "shutdown")).__name__ == "FunctionWrapper"
+    print("RESULT " + json.dumps([
+        {"text": o["text"], "meta": o["meta_info"], "shutdown_wrapped": wrapped} for o in outs
+    ]))  # fmt: skip
 
 
 if __name__ == "__main__":
