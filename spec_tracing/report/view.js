@@ -47,6 +47,7 @@
     return a >= 1e9 ? [1e9, "s"] : a >= 1e6 ? [1e6, "ms"] : a >= 1e3 ? [1e3, "µs"] : [1, "ns"];
   }
   function fmt(ns, step) {
+    if (ns === 0) return "0";
     const [u, name] = unitOf(step === undefined ? ns : step);
     const digits = step === undefined ? 2 : Math.max(0, Math.ceil(-Math.log10(step / u) - 1e-9));
     return (ns / u).toFixed(Math.min(digits, 6)) + " " + name;
@@ -281,7 +282,7 @@
         }
       }
     }
-    const n = Math.max(0, proposed.length - 1), rowH = 16, barW = 190;
+    const n = Math.max(0, proposed.length - 1), rowH = 16, barW = 150;
     const ctx = setup($("positions"), 330, Math.max(20, n * rowH + 8));
     stats.positions = [];
     if (!n) { ctx.fillStyle = "#666"; ctx.fillText("no verify rounds with counts in view", 4, 10); }
