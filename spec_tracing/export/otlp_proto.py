@@ -124,6 +124,7 @@ _ids_cache: dict = {}  # request handle -> (trace id field, parent span id field
 _step_cache: dict = {}  # (step, accepted, proposed) -> encoded step attributes
 _SPAN_PREFIX = [b"\x12" + _varint(n) for n in range(2048)]  # ScopeSpans.spans tag + length
 _TAIL = _STATUS_UNSET + _FLAGS_LOCAL
+_ZERO_ID, _ONE_ID = bytes(8), (1).to_bytes(8, "big")  # an all-zero span id is invalid
 
 
 def _request_ids(handle) -> tuple[bytes, bytes]:
@@ -166,7 +167,7 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
             last = (t0, t1, b"\x39" + _pack_q(int(t0 * 1e9) + offset)
                     + b"\x41" + _pack_q(int(t1 * 1e9) + offset))  # fmt: skip
         span_id = random_ids[8 * i : 8 * i + 8]
-        if span_id == _ZERO_ID:  # an all-zero span id is invalid
+        if span_id == _ZERO_ID:
             span_id = _ONE_ID
         trace_field, parent_field = ids_of((trace_id, root_id))
         body = b"".join((trace_field, b"\x12\x08", span_id, parent_field, name_field, last[2],
@@ -174,10 +175,6 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
         size = len(body)
         out.append((prefix[size] if size < 2048 else b"\x12" + _varint(size)) + body)
     return out
-
-
-_ZERO_ID = bytes(8)
-_ONE_ID = (1).to_bytes(8, "big")
 
 
 def _root_span(trace_id, span_id, parent, t0, t1, attrs, error) -> bytes:

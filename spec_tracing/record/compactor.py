@@ -126,11 +126,10 @@ class Materializer:
         self.deliver = deliver
         self.invalid = 0
         self.metrics = None  # SpecMetrics, when metrics are on
-        # The last batch resolved in this drain: (requests, their ReqTimeStats, kept indices,
-        # requests without stats). A step's stages carry the same requests, so most events
-        # skip the per-request resolution (~0.3 us a request).
+        # The last batch resolved in this drain: (requests, then what _resolve returns). A
+        # step's stages carry the same requests, so most events skip the per-request
+        # resolution (~0.3 us a request).
         self._last: tuple | None = None
-        self._last_handles: tuple = (None, ())  # (stats list, its handles)
 
     def __call__(self, events: list) -> None:
         out: list = []
@@ -144,19 +143,11 @@ class Materializer:
                     self._invalid(1, exc)
         finally:
             self._last = None  # engine objects are held for one drain at most
-            self._last_handles = (None, ())
         if out:
             self.deliver(out)
 
-    def _handles(self, stats: list) -> tuple:
-        if stats is self._last_handles[0]:
-            return self._last_handles[1]
-        handles = _handles(stats)
-        self._last_handles = (stats, handles)
-        return handles
-
-    def _resolve(self, reqs: tuple) -> tuple[list, list, list]:
-        """(ReqTimeStats, their indices in reqs, requests without one)."""
+    def _resolve(self, reqs: tuple) -> tuple:
+        """(ReqTimeStats, their indices in reqs, requests without one, sampled handles)."""
         last = self._last
         if last is not None:
             try:
@@ -164,7 +155,7 @@ class Materializer:
             except Exception:  # a request class whose == raises
                 same = False
             if same:
-                return last[1], last[2], last[3]
+                return last[1]
         stats, keep, missing = [], [], []
         for i, req in enumerate(reqs):
             st = _time_stats(req)
@@ -173,8 +164,9 @@ class Materializer:
             else:
                 stats.append(st)
                 keep.append(i)
-        self._last = (reqs, stats, keep, missing)
-        return stats, keep, missing
+        resolved = (stats, keep, missing, _handles(stats))
+        self._last = (reqs, resolved)
+        return resolved
 
     def _invalid(self, count: int, why: object) -> None:
         self.invalid += count
@@ -197,14 +189,13 @@ class Materializer:
         if kind == SLICE:
             t1 = _time(t1)
         # Requests are checked one by one: one bad request costs its own span, not the batch's.
-        stats, keep, missing = self._resolve(reqs)
+        stats, keep, missing, handles = self._resolve(reqs)
         for req in missing:
             self._invalid(1, f"request {req!r:.60} has no ReqTimeStats (.time_stats)")
         if not stats:
             return
         name = stage.name
         if kind == START:
-            handles = self._handles(stats)
             if handles:
                 out.append((START, name, t0, handles))
             return
@@ -229,13 +220,13 @@ class Materializer:
                 stats = [stats[j] for j in good]
                 acc = [acc[j] for j in good]
                 prop = [prop[j] for j in good]
+                handles = _handles(stats)
             for st, a, p in zip(stats, acc, prop, strict=True):
                 st.acceptance.add(a, p)
             if self.metrics is not None and acc:  # every request counts, sampled or not
                 self.metrics.record_verify(acc, prop, batch_attrs)
         else:
             acc = prop = None
-        handles = self._handles(stats)
         if not handles:
             return
         if len(handles) < len(stats) and acc is not None:

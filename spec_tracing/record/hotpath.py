@@ -234,16 +234,14 @@ def make_stage_core(
     """The one function that records `stage` around a call: `core(fn, instance, args, kwargs,
     bound)` calls `fn(*args, **kwargs)` if `bound`, else `fn(instance, *args, **kwargs)`.
 
-    Written for the engine thread's cost (~1 us a call): the common cases are inlined rather
-    than delegated to getters, since each Python call costs ~60 ns here. `default_reqs`: try
-    the first argument's `.reqs` before `get_reqs`; `default_counts`: counts are the result's
+    Callers check the level first. Written for the engine thread's cost (~1 us a call): the
+    common cases are inlined rather than delegated to getters, since each Python call costs
+    ~60 ns here; so are _freeze (for the counts) and _push. `default_reqs`: try the first
+    argument's `.reqs` before `get_reqs`; `default_counts`: counts are the result's
     `accepted_tokens` / `proposed_tokens` when it has them. A getter left None gives None."""
-    level = stage.level
 
     def core(fn, instance, args, kwargs, bound):
         global dropped
-        if LEVEL < level:
-            return fn(*args, **kwargs) if bound else fn(instance, *args, **kwargs)
         try:
             reqs = getattr(args[0], "reqs", None) if default_reqs and args else None
             reqs = tuple(get_reqs(instance, args, kwargs) if reqs is None else reqs)
@@ -266,13 +264,13 @@ def make_stage_core(
                 prop = get_proposed and get_proposed(instance, args, kwargs, result)
             event = (
                 SLICE, stage, t0, t1, reqs,
-                tuple(acc) if type(acc) is list else acc,  # engines reuse lists
+                tuple(acc) if type(acc) is list else acc,  # _freeze, inlined
                 tuple(prop) if type(prop) is list else prop,
                 None if get_attrs is None else get_attrs(instance, args, kwargs, result),
             )  # fmt: skip
         except Exception:
             event = (SLICE, stage, t0, t1, reqs, None, None, None)
-        if len(_queue) < _capacity:
+        if len(_queue) < _capacity:  # _push, inlined
             _queue.append(event)
         else:
             dropped += 1
@@ -284,7 +282,11 @@ def make_stage_core(
 def make_stage_wrapper(stage: StageConfig, core) -> Callable:
     """A wrapt-style wrapper around `core` (make_stage_core), for wrapping from outside."""
 
+    level = stage.level
+
     def wrapper(wrapped, instance, args, kwargs):
+        if LEVEL < level:
+            return wrapped(*args, **kwargs)
         return core(wrapped, instance, args, kwargs, True)
 
     wrapper._spec_tracing_stage = stage

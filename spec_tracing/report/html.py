@@ -127,6 +127,7 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
         "title": title,
         "summary": summary_text,
         "total_requests": len(roots),
+        "bar_fields": BAR_FIELDS,
         "names": names.items,
         "keys": keys.items,
         "attrsets": attrsets.items,

@@ -10,7 +10,7 @@
                    prefill: "#e0a030", decode: "#8c8c8c"};
   const OTHER = "#9c9c9c", ZERO = "#d62728", WIDTH_C = "#7b4fa0", BATCH_C = "#555";
   const ROWS = {spec_draft: 0, spec_verify: 1, spec_draft_extend: 2};
-  const FIELDS = 6;  // a bar: name, start, duration, step, attrset, span id
+  const FIELDS = D.bar_fields;  // a bar: name, start, duration, step, attrset, span id
   const $ = (id) => document.getElementById(id);
 
   const SETS = D.attrsets.map((set) => {
@@ -91,13 +91,6 @@
     t.beginPath(); t.moveTo(0, 6); t.lineTo(6, 0); t.stroke();
     return ctx.createPattern(tile, "repeat");
   }
-  function clipPlot(ctx, h) {
-    ctx.save();
-    ctx.beginPath();
-    ctx.rect(LABEL_W, 0, PLOT_W, h);
-    ctx.clip();
-  }
-
   // ---- the waterfall ----------------------------------------------------------------------
   function verifyStyle(a) {
     // Darker the more of the round's drafts were accepted; 5 shades keep fills batched.
