@@ -71,7 +71,12 @@ def _demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
         disable=args.quiet,
     ) as bar:
-        engine.run(progress=bar.update)
+        try:
+            engine.run(progress=bar.update)
+        except KeyboardInterrupt:  # Ctrl-C: keep what ran (the open requests end unfinished)
+            interrupted = True
+        else:
+            interrupted = False
     lifecycle.flush()
     # Acceptance comes from the metrics, the same counters Prometheus and OTLP receive.
     summary.acceptance = acceptance_from(metric_reader.get_metrics_data())
@@ -81,14 +86,17 @@ def _demo(args: argparse.Namespace) -> int:
     stats = engine.stats
     print(summary.render(level=settings.level))
     print(f"decode steps      {stats.decode_steps} (batches)")
-    print(
-        f"tokens/s          {stats.generated_tokens / stats.elapsed_s:,.0f}"
-        f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
-    )
+    if interrupted:
+        print("tokens/s          n/a (interrupted: Ctrl-C)")
+    else:
+        print(
+            f"tokens/s          {stats.generated_tokens / stats.elapsed_s:,.0f}"
+            f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
+        )
     print(f"trace             {_where(settings)}")
     lost = {k: v for k, v in counts.items() if v and k not in ("spans", "unmatched_ends")}
     print(f"spans exported    {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
-    return 0
+    return 130 if interrupted else 0
 
 
 _FLAGS = {"file": "--trace-file", "SPEC_TRACING_FILE": "--trace-file", "level": "--level"}

@@ -192,3 +192,30 @@ def test_help_shows_every_flag_with_its_default():
                  "--trace-file", "--quiet", "--seed", "--num-steps", "--adaptive"):  # fmt: skip
         assert flag in text
     assert "(default: 16)" in text and "(default: 96)" in text
+
+
+def test_ctrl_c_mid_run_keeps_the_trace_and_prints_no_traceback(tmp_path):
+    import signal
+    import time
+
+    trace = tmp_path / "run.jsonl"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "spec_tracing.cli", "demo", "--num-requests", "256",
+         "--quiet", "--trace-file", str(trace)],
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120  # a bound, not a timing goal: wait for the first export
+    while not (trace.exists() and trace.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert demo.poll() is None, "the demo ended before it could be interrupted"
+    demo.send_signal(signal.SIGINT)
+    out, err = demo.communicate(timeout=120)
+    assert demo.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert "interrupted" in out
+    spans = read_spans(str(trace))
+    roots = [s for s in spans if s.name == "spec_request"]
+    # Every request has its root; those Ctrl-C cut short end as ERROR "unfinished".
+    assert len(roots) == 256
+    reasons = {r.attributes[SpanAttr.FINISH_REASON] for r in roots if r.status_code == 2}
+    assert reasons == {"unfinished"}
