@@ -1,23 +1,28 @@
-"""SGLang: spec_draft / spec_verify spans per request and decode step, from outside.
+"""SGLang: spec_draft / spec_verify / spec_draft_extend spans per request and decode step, from
+outside.
 
 Loaded in SGLang's processes through its `sglang.srt.plugins` entry point (sglang_plugin.py),
 which wraps when SPEC_TRACING_ENABLED is set; `SGLangInstrumentor().instrument()` does the same by
-hand. Supported: sglang 0.5.23, NGRAM speculative decoding with the overlap scheduler (SGLang's
-default) and without it (both tested on CPU); the EAGLE family is not covered yet.
+hand. Supported: sglang 0.5.23; NGRAM and the EAGLE v2 family (EAGLE, EAGLE3, STANDALONE, and
+multi-layer EAGLE), with the overlap scheduler (SGLang's default) and without it.
 
-SGLang 0.5.23 emits no spec spans of its own on this path: its NGRAM worker calls SGLang's own
-`set_time_batch` on SGLang's own `req.time_stats`, and nothing calls a verify end. So:
+SGLang 0.5.23 emits no spec spans of its own on these paths (NGRAM calls SGLang's own
+`set_time_batch` on SGLang's own `req.time_stats`; EAGLE's stages are profiler ranges; nothing
+calls a verify end). So:
 - scheduler, `Req.__init__`: the request's root (`spec_request`), kept on the request object;
-- NGRAM worker, `_prepare_for_speculative_decoding`: the draft (n-gram lookup and tree build),
-  stamped with perf_counter; `forward_batch_generation`: the verify (target forward over the draft
-  tree, greedy/rejection sampling, KV moves) ends when it returns; the stamps ride on the result;
+- the spec worker's stages, timed with perf_counter on the object that ran them: NGRAM's draft is
+  `_prepare_for_speculative_decoding` (n-gram lookup, tree build) and its verify the rest of
+  `forward_batch_generation` (target forward, sampling, KV moves); EAGLE v2's are the draft
+  worker's `draft`, the worker's `verify` and the draft worker's `_draft_extend_for_decode`;
+  `forward_batch_generation` records draft and draft extend and puts the verify's times on its
+  result;
 - scheduler, `process_batch_result_decode`: SGLang's own per-request accounting runs inside it
   (`req.spec_verify_ct += 1`, `spec_num_correct_drafts += result.num_correct_drafts_per_req_cpu[i]`
-  for the requests it counts); the verify event takes exactly those requests and counts, so
-  `accepted_tokens` reproduces `meta_info`'s `spec_num_correct_drafts`, `spec_verify_ct` and
-  `spec_correct_drafts_histogram`; proposed = speculative_num_draft_tokens - 1 per round, as
-  SGLang's `spec_num_proposed_drafts`. Requests that finished in the step end after it (ERROR when
-  aborted);
+  for the requests it counts, the same code for every algorithm); the verify event takes exactly
+  those requests and counts, so `accepted_tokens` reproduces `meta_info`'s
+  `spec_num_correct_drafts`, `spec_verify_ct` and `spec_correct_drafts_histogram`; proposed =
+  speculative_num_draft_tokens - 1 per round, as SGLang's `spec_num_proposed_drafts`. Requests
+  that finished in the step end after it (ERROR when aborted);
 - the user's process, `Engine.shutdown`: a short grace before SGLang SIGKILLs the scheduler.
 """
 
@@ -78,48 +83,106 @@ def _traced_by_sglang(req) -> bool:
     return bool(getattr(ctx, "tracing_enable", False))
 
 
-def _prepare(wrapped, instance, args, kwargs):
-    t0 = perf_counter()
-    result = wrapped(*args, **kwargs)
+# Each decode step's stage times, on the worker object that ran the stage: {stage: (start, end)}.
+_STAMPS = "_spec_tracing_stamps"
+_DRAFT, _VERIFY, _EXTEND = "draft", "verify", "extend"
+
+
+def _stamp(stage: str):
+    """A wrapper that notes when `stage` ran (perf_counter) on the object that ran it."""
+
+    def wrapper(wrapped, instance, args, kwargs):
+        if not hotpath.LEVEL:
+            return wrapped(*args, **kwargs)
+        t0 = perf_counter()
+        result = wrapped(*args, **kwargs)
+        try:
+            vars(instance).setdefault(_STAMPS, {})[stage] = (t0, perf_counter())
+        except Exception:
+            logger.debug("spec-tracing: %s not timed", stage, exc_info=True)
+        return result
+
+    return wrapper
+
+
+_stamp_draft = _stamp(_DRAFT)
+
+
+def _ngram_prepare(wrapped, instance, args, kwargs):
+    result = _stamp_draft(wrapped, instance, args, kwargs)
+    # The NGRAM worker prepares every batch here; it turns the ones with drafts to verify into
+    # TARGET_VERIFY batches, so only those had a draft.
     try:
-        batch = args[0] if args else kwargs["batch"]
-        instance._spec_tracing_draft = (
-            (t0, perf_counter()) if batch.forward_mode.is_target_verify() else None
-        )
+        drafted = (args[0] if args else kwargs["batch"]).forward_mode.is_target_verify()
     except Exception:
-        instance._spec_tracing_draft = None
+        drafted = False
+    if not drafted:
+        getattr(instance, _STAMPS, {}).pop(_DRAFT, None)
     return result
+
+
+def _stamps_of(worker) -> list[dict]:
+    """The stamp dicts of the spec worker and of its draft worker (EAGLE's draft and draft
+    extend run there), emptied for the coming step."""
+    out = [vars(worker).setdefault(_STAMPS, {})]
+    draft_worker = vars(worker).get("_draft_worker")  # BaseSpecWorker.draft_worker's field
+    if draft_worker is not None:
+        out.append(vars(draft_worker).setdefault(_STAMPS, {}))
+    for stamps in out:
+        stamps.clear()
+    return out
 
 
 def _forward(wrapped, instance, args, kwargs):
-    instance._spec_tracing_draft = None
+    """A spec worker's forward_batch_generation: one decode step (draft, verify, and for EAGLE
+    the draft extend) or a prefill. Draft and extend are recorded now; the verify's times ride
+    on the result to process_batch_result_decode, where SGLang counts the accepted drafts."""
+    if not hotpath.LEVEL:
+        return wrapped(*args, **kwargs)
+    try:
+        stamps = _stamps_of(instance)
+    except Exception:
+        stamps = []
     result = wrapped(*args, **kwargs)
-    draft = getattr(instance, "_spec_tracing_draft", None)
-    if draft is not None and hotpath.LEVEL >= 2:
-        try:
-            setattr(result, _TIMES, (draft[0], draft[1], perf_counter()))
-            batch = args[0] if args else kwargs["batch"]
-            # With SGLang's own tracing on, SGLang records its spec_draft slice itself.
-            reqs = [
-                st
-                for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
-                if st and not _traced_by_sglang(r)
-            ]
-            hotpath.record_batch_stage(
-                reqs, RequestStage.SPEC_DRAFT, draft[0], draft[1], attrs=_attrs(instance)
-            )
-        except Exception:
-            logger.debug("spec-tracing: draft not recorded", exc_info=True)
+    end = perf_counter()
+    try:
+        merged = {k: v for d in stamps for k, v in d.items()}
+        draft = merged.get(_DRAFT)
+        if draft is None:  # prefill, idle, or a step without drafting
+            return result
+        # NGRAM: the verify is the rest of forward_batch_generation after the draft.
+        verify = merged.get(_VERIFY) or (draft[1], end)
+        attrs, width = _attrs(instance)
+        setattr(result, _TIMES, (verify, width, attrs))
+        batch = args[0] if args else kwargs["batch"]
+        # With SGLang's own tracing on, SGLang records NGRAM's spec_draft slice itself.
+        own_draft = type(instance).__name__ == "NGRAMWorker"
+        reqs = [
+            st
+            for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
+            if st and not (own_draft and _traced_by_sglang(r))
+        ]
+        hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
+        extend = merged.get(_EXTEND)
+        if extend is not None:
+            hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT_EXTEND, *extend, attrs=attrs)
+    except Exception:
+        logger.debug("spec-tracing: draft not recorded", exc_info=True)
     return result
 
 
-def _attrs(worker) -> dict:
+def _attrs(worker) -> tuple[dict, int | None]:
+    """The step's shared attributes and its verify width (drafts + 1 per request), read after
+    the step: an adaptive EAGLE worker picks its number of steps per batch."""
     attrs = {SpanAttr.WORKER: type(worker).__name__}
-    width = getattr(worker, "draft_token_num", None)
+    width = getattr(worker, "speculative_num_draft_tokens", None) or getattr(
+        worker, "draft_token_num", None
+    )
+    steps = getattr(worker, "speculative_num_steps", None)
     if width:
         attrs[SpanAttr.NUM_DRAFT_TOKENS] = width
-        attrs[SpanAttr.NUM_STEPS] = width - 1
-    return attrs
+        attrs[SpanAttr.NUM_STEPS] = steps if steps is not None else width - 1
+    return attrs, width
 
 
 def _process_decode(wrapped, instance, args, kwargs):
@@ -154,7 +217,7 @@ def _record_verify(scheduler, batch, result, before) -> None:
     correct = getattr(result, "num_correct_drafts_per_req_cpu", None)
     if times is None or correct is None or before is None:
         return
-    width = getattr(result, "speculative_num_draft_tokens", None)
+    (verify_start, verify_end), width, attrs = times
     reqs, accepted = [], []
     for i, req in enumerate(batch.reqs):
         stats = getattr(req, _STATS, None)
@@ -163,14 +226,10 @@ def _record_verify(scheduler, batch, result, before) -> None:
             accepted.append(correct[i])
     if not reqs:
         return
-    attrs = {SpanAttr.WORKER: "NGRAMWorker"}
-    proposed = None
-    if width:
-        attrs[SpanAttr.NUM_STEPS] = width - 1
-        proposed = width - 1
-    draft_start, draft_end, verify_end = times
+    # SGLang's spec_num_proposed_drafts: speculative_num_draft_tokens - 1 per round.
+    proposed = width - 1 if width else None
     hotpath.record_batch_stage(
-        reqs, RequestStage.SPEC_VERIFY, draft_end, verify_end, accepted, proposed, attrs
+        reqs, RequestStage.SPEC_VERIFY, verify_start, verify_end, accepted, proposed, attrs
     )
 
 
@@ -200,14 +259,36 @@ def _targets():
     from sglang.srt.managers.scheduler_components.batch_result_processor import (
         SchedulerBatchResultProcessor,
     )
+    from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
+    from sglang.srt.speculative.multi_layer_eagle_worker_v2 import (
+        MultiLayerEagleDraftWorker,
+        MultiLayerEagleWorkerV2,
+    )
     from sglang.srt.speculative.ngram_worker import NGRAMWorker
 
-    return [
-        (Req, "__init__", _req_init),
-        (NGRAMWorker, "_prepare_for_speculative_decoding", _prepare),
-        (NGRAMWorker, "forward_batch_generation", _forward),
-        (SchedulerBatchResultProcessor, "process_batch_result_decode", _process_decode),
-    ] + _engine_target()
+    # StandaloneWorkerV2 / StandaloneDraftWorker subclass the EAGLE v2 classes without
+    # overriding these methods: wrapping the base classes covers them.
+    eagle = []
+    for worker, draft_worker in (
+        (EAGLEWorkerV2, EagleDraftWorker),
+        (MultiLayerEagleWorkerV2, MultiLayerEagleDraftWorker),
+    ):
+        eagle += [
+            (worker, "forward_batch_generation", _forward),
+            (worker, "verify", _stamp(_VERIFY)),
+            (draft_worker, "draft", _stamp_draft),
+            (draft_worker, "_draft_extend_for_decode", _stamp(_EXTEND)),
+        ]
+    return (
+        [
+            (Req, "__init__", _req_init),
+            (NGRAMWorker, "_prepare_for_speculative_decoding", _ngram_prepare),
+            (NGRAMWorker, "forward_batch_generation", _forward),
+            (SchedulerBatchResultProcessor, "process_batch_result_decode", _process_decode),
+        ]
+        + eagle
+        + _engine_target()
+    )
 
 
 def _engine_target() -> list:

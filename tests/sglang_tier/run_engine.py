@@ -1,7 +1,11 @@
 """TEST-ONLY: run sglang.Engine on this CPU with n-gram speculative decoding (or none) on a tiny
 Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
 
-    python run_engine.py MODEL_DIR ngram|none
+    python run_engine.py MODEL_DIR none|ngram|standalone
+
+standalone: SGLang's STANDALONE algorithm (the EAGLE v2 worker with an ordinary model as the
+draft: here the target itself), one draft step of one token per round (this tier's attention
+stand-in has no multi-step draft-decode backend).
 """
 
 import inspect
@@ -30,11 +34,13 @@ def main() -> None:
         build_model(model_dir)
     import sglang
 
-    spec = (
-        {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4}
-        if mode == "ngram"
-        else {}
-    )
+    spec = {
+        "none": {},
+        "ngram": {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4},
+        "standalone": {"speculative_algorithm": "STANDALONE", "speculative_draft_model_path":
+                       model_dir, "speculative_num_steps": 1, "speculative_eagle_topk": 1,
+                       "speculative_num_draft_tokens": 2},
+    }[mode]  # fmt: skip
     endpoint = os.environ.get("RUN_ENGINE_SGLANG_TRACE_ENDPOINT")  # SGLang's own tracing
     if endpoint:
         spec.update(enable_trace=True, otlp_traces_endpoint=endpoint)
@@ -65,7 +71,8 @@ def main() -> None:
     # Whether spec-tracing's plugin wrapped Engine.shutdown in this (the user's) process.
     wrapped = type(inspect.getattr_static(type(engine), "shutdown")).__name__ == "FunctionWrapper"
     print("RESULT " + json.dumps([
-        {"text": o["text"], "meta": o["meta_info"], "shutdown_wrapped": wrapped} for o in outs
+        {"prompt": p, "text": o["text"], "ids": o["output_ids"], "meta": o["meta_info"],
+         "shutdown_wrapped": wrapped} for p, o in zip(PROMPTS, outs, strict=True)
     ]))  # fmt: skip
 
 

@@ -6,10 +6,8 @@ import importlib.abc
 import importlib.machinery
 import sys
 
-_TARGET = "sglang.srt.layers.attention.torch_native_backend"
 
-
-def _patch(module) -> None:
+def _patch_attention(module) -> None:
     import torch
 
     cls = module.TorchNativeAttnBackend
@@ -61,9 +59,33 @@ def _patch(module) -> None:
     cls.forward_extend = forward_extend
 
 
+def _patch_draft_backends(module) -> None:
+    """EAGLE's draft worker asks for a draft-extend attention backend by name and knows no
+    torch_native one: give it torch_native's (one draft step per round, so no multi-step
+    draft-decode backend is asked for)."""
+    cls = module.DraftBackendFactory
+    plain = cls._create_backend
+
+    def _create_backend(self, backend_name, backend_map, error_template, stamps_children=False):
+        from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+        backend_map = {**backend_map, "torch_native": lambda: (
+            "torch_native", TorchNativeAttnBackend(self.draft_model_runner))}  # fmt: skip
+        return plain(self, backend_name, backend_map, error_template, stamps_children)
+
+    cls._create_backend = _create_backend
+
+
+_PATCHES = {
+    "sglang.srt.layers.attention.torch_native_backend": _patch_attention,
+    "sglang.srt.speculative.draft_utils": _patch_draft_backends,
+}
+
+
 class _PatchOnImport(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):
-        if fullname != _TARGET:
+        patch = _PATCHES.get(fullname)
+        if patch is None:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None:
@@ -72,7 +94,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module):
             exec_module(module)
-            _patch(module)
+            patch(module)
 
         spec.loader.exec_module = exec_and_patch
         return spec
