@@ -1,11 +1,12 @@
 """TEST-ONLY: run sglang.Engine on this CPU with n-gram speculative decoding (or none) on a tiny
 Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
 
-    python run_engine.py MODEL_DIR none|ngram|standalone
+    python run_engine.py MODEL_DIR none|ngram|standalone|eagle
 
 standalone: SGLang's STANDALONE algorithm (the EAGLE v2 worker with an ordinary model as the
 draft: here the target itself), one draft step of one token per round (this tier's attention
-stand-in has no multi-step draft-decode backend).
+stand-in has no multi-step draft-decode backend). eagle: SGLang's EAGLE algorithm with the tiny
+head of eagle_head.py (built beside MODEL_DIR, as MODEL_DIR-eagle-head), same shape of rounds.
 """
 
 import inspect
@@ -32,14 +33,23 @@ def main() -> None:
         from vllm_app import build_model
 
         build_model(model_dir)
+    eagle_dir = model_dir.rstrip("/") + "-eagle-head"
+    if mode == "eagle" and not os.path.exists(os.path.join(eagle_dir, "config.json")):
+        from eagle_head import build
+
+        build(model_dir, eagle_dir, PROMPTS)
     import sglang
+
+    one_step = {"speculative_num_steps": 1, "speculative_eagle_topk": 1,
+                "speculative_num_draft_tokens": 2}  # fmt: skip
 
     spec = {
         "none": {},
         "ngram": {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4},
-        "standalone": {"speculative_algorithm": "STANDALONE", "speculative_draft_model_path":
-                       model_dir, "speculative_num_steps": 1, "speculative_eagle_topk": 1,
-                       "speculative_num_draft_tokens": 2},
+        "standalone": {"speculative_algorithm": "STANDALONE",
+                       "speculative_draft_model_path": model_dir, **one_step},
+        "eagle": {"speculative_algorithm": "EAGLE", "speculative_draft_model_path": eagle_dir,
+                  **one_step},
     }[mode]  # fmt: skip
     endpoint = os.environ.get("RUN_ENGINE_SGLANG_TRACE_ENDPOINT")  # SGLang's own tracing
     if endpoint:

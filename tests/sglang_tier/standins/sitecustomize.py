@@ -1,6 +1,7 @@
 """TEST-ONLY: loaded at start-up in every process of the SGLang tier (this folder is on
 PYTHONPATH, so SGLang's spawned scheduler processes get it too). Gives SGLang's torch_native
-attention backend the TARGET_VERIFY mode it lacks on CPU, once that module is imported."""
+attention backend the TARGET_VERIFY mode it lacks on CPU, and lets EAGLE's draft worker use it
+for its draft extend, each once the module concerned is imported."""
 
 import importlib.abc
 import importlib.machinery
