@@ -178,10 +178,10 @@ def _attrs(worker) -> tuple[dict, int | None]:
     width = getattr(worker, "speculative_num_draft_tokens", None) or getattr(
         worker, "draft_token_num", None
     )
-    steps = getattr(worker, "speculative_num_steps", None)
     if width:
         attrs[SpanAttr.NUM_DRAFT_TOKENS] = width
-        attrs[SpanAttr.NUM_STEPS] = steps if steps is not None else width - 1
+        # NGRAM keeps speculative_num_steps at 0: its drafts per round are width - 1.
+        attrs[SpanAttr.NUM_STEPS] = getattr(worker, "speculative_num_steps", 0) or width - 1
     return attrs, width
 
 

@@ -4,9 +4,9 @@ Llama built in code, print RESULT and JSON (texts, token ids, meta_info).
     python run_engine.py MODEL_DIR none|ngram|standalone|eagle
 
 standalone: SGLang's STANDALONE algorithm (the EAGLE v2 worker with an ordinary model as the
-draft: here the target itself), one draft step of one token per round (this tier's attention
-stand-in has no multi-step draft-decode backend). eagle: SGLang's EAGLE algorithm with the tiny
-head of eagle_head.py (built beside MODEL_DIR, as MODEL_DIR-eagle-head), same shape of rounds.
+draft: here the target itself); eagle: SGLang's EAGLE algorithm with the tiny head of
+eagle_head.py (built beside MODEL_DIR, as MODEL_DIR-eagle-head). Both draft a chain (topk 1) of
+RUN_ENGINE_DRAFT_STEPS tokens per round (default 1).
 """
 
 import inspect
@@ -40,16 +40,17 @@ def main() -> None:
         build(model_dir, eagle_dir, PROMPTS)
     import sglang
 
-    one_step = {"speculative_num_steps": 1, "speculative_eagle_topk": 1,
-                "speculative_num_draft_tokens": 2}  # fmt: skip
+    steps = int(os.environ.get("RUN_ENGINE_DRAFT_STEPS", "1"))
+    chain = {"speculative_num_steps": steps, "speculative_eagle_topk": 1,
+             "speculative_num_draft_tokens": steps + 1}  # fmt: skip
 
     spec = {
         "none": {},
         "ngram": {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4},
         "standalone": {"speculative_algorithm": "STANDALONE",
-                       "speculative_draft_model_path": model_dir, **one_step},
+                       "speculative_draft_model_path": model_dir, **chain},
         "eagle": {"speculative_algorithm": "EAGLE", "speculative_draft_model_path": eagle_dir,
-                  **one_step},
+                  **chain},
     }[mode]  # fmt: skip
     endpoint = os.environ.get("RUN_ENGINE_SGLANG_TRACE_ENDPOINT")  # SGLang's own tracing
     if endpoint:

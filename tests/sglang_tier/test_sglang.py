@@ -37,8 +37,9 @@ def model_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tiny-llama-sglang"))
 
 
-def _run(model_dir, mode, env_extra=None):
-    env = {**clean_env(), "SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+def _run(model_dir, mode, env_extra=None, steps=1):
+    env = {**clean_env(), "SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1",
+           "RUN_ENGINE_DRAFT_STEPS": str(steps), **(env_extra or {})}  # fmt: skip
     done = subprocess.run([sys.executable, RUN, model_dir, mode], env=env, capture_output=True,
                           text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
@@ -72,69 +73,101 @@ def test_ngram_output_equals_non_speculative_greedy(model_dir, greedy_texts):
     assert sum(o["meta"]["spec_num_correct_drafts"] for o in ngram) > 0
 
 
-def _draft_rule(mode, model_dir):
-    """The draft SGLang must have made after a context (token ids), for one-token rounds.
-
-    standalone: STANDALONE with the target as its own draft accepts far less than every draft.
-    The reason is SGLang's, not the stand-ins': the EAGLE v2 worker feeds its draft the context
-    rotated left by one token (`_draft_extend_for_prefill`: input_ids[1:] + the next token; the
-    decode-time draft extend likewise takes the target's predictions), which suits an EAGLE head
-    but leaves an ordinary draft model without the first token. So the draft is the model's
-    greedy token after the context minus its first token (transformers, the same weights).
-    eagle: the head of eagle_head.py guesses from the last token alone."""
+def _greedy(model_dir):
+    """The target's greedy next token after a context (transformers, the same weights)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    if mode == "eagle":
-        from eagle_head import guesser
-
-        guess = guesser(model_dir, model_dir.rstrip("/") + "-eagle-head")
-        return lambda ids: guess(ids[-1])
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
     def greedy_next(ids):
         with torch.no_grad():
             return int(model(torch.tensor([ids])).logits[0, -1].argmax())
 
+    return greedy_next
+
+
+def _draft_rule(mode, model_dir, greedy_next):
+    """The draft SGLang must have made after a context (token ids: the verified ones and the
+    round's drafts before it).
+
+    standalone: STANDALONE with the target as its own draft accepts far less than every draft.
+    The reason is SGLang's, not the stand-ins': the EAGLE v2 worker feeds its draft the context
+    rotated left by one token (`_draft_extend_for_prefill`: input_ids[1:] + the next token; the
+    decode-time draft extend likewise takes the target's predictions), which suits an EAGLE head
+    but leaves an ordinary draft model without the first token. So the draft is the model's
+    greedy token after the context minus its first token.
+    eagle: the head of eagle_head.py guesses from the last token alone."""
+    if mode == "eagle":
+        from eagle_head import guesser
+
+        guess = guesser(model_dir, model_dir.rstrip("/") + "-eagle-head")
+        return lambda ids: guess(ids[-1])
     return lambda ids: greedy_next(ids[1:])
 
 
-@pytest.mark.parametrize("mode", ["standalone", "eagle"])
-def test_eagle_v2_output_equals_greedy_and_every_round_is_replayed(model_dir, greedy_texts, mode):
+@pytest.mark.parametrize(
+    "mode,steps", [("standalone", 1), ("eagle", 1), ("standalone", 3), ("eagle", 3)]
+)
+def test_eagle_v2_output_equals_greedy_and_every_round_is_replayed(
+    model_dir, greedy_texts, mode, steps
+):
     """The EAGLE v2 path's stand-ins proven right: the output equals greedy, and replaying the
-    rounds with the draft SGLang must have made (one draft token per round; the prefill gives
-    the first output token) gives SGLang's own per-request counts exactly."""
+    rounds with the drafts SGLang must have made (a chain of `steps` tokens per round, each
+    drafted after the context and the drafts before it; the prefill gives the first output
+    token) gives SGLang's own per-request counts exactly."""
     from transformers import AutoTokenizer
 
-    result = _run(model_dir, mode)
+    result = _run(model_dir, mode, steps=steps)
     assert [o["text"] for o in result] == greedy_texts
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    draft_after = _draft_rule(mode, model_dir)
+    greedy_next = _greedy(model_dir)
+    draft_after = _draft_rule(mode, model_dir, greedy_next)
     for out in result:
         prompt = tokenizer(out["prompt"])["input_ids"]
         full = prompt + out["ids"]
-        position, histogram = len(prompt) + 1, [0, 0]
+        # The last round may accept drafts past max_new_tokens (SGLang counts them, then cuts
+        # the output): the target's greedy continuation beyond the output decides those.
+        extended = list(full)
+        for _ in range(steps):
+            extended.append(greedy_next(extended))
+        position, histogram = len(prompt) + 1, [0] * (steps + 1)
         while position < len(full):
-            accepted = draft_after(full[:position]) == full[position]
+            drafts = []
+            for _ in range(steps):
+                drafts.append(draft_after(full[:position] + drafts))
+            accepted = 0
+            while accepted < steps and extended[position + accepted] == drafts[accepted]:
+                accepted += 1
             histogram[accepted] += 1
             position += 1 + accepted
         assert histogram == out["meta"]["spec_correct_drafts_histogram"]
-    # Both outcomes occur over the run: the replay is tested on accepts and rejects.
-    assert all(sum(o["meta"]["spec_correct_drafts_histogram"][k] for o in result) for k in (0, 1))
+    # Over the run, rounds that accepted none and rounds that accepted some occur: the replay is
+    # tested on accepts and rejects.
+    histograms = [o["meta"]["spec_correct_drafts_histogram"] for o in result]
+    assert sum(h[0] for h in histograms) and sum(sum(h[1:]) for h in histograms)
 
 
 @pytest.mark.parametrize(
-    "mode,overlap",
+    "mode,overlap,steps",
     [
-        ("ngram", False),
-        ("ngram", True),
-        ("standalone", False),
-        ("standalone", True),
-        ("eagle", False),
+        ("ngram", False, 1),
+        ("ngram", True, 1),
+        ("standalone", False, 1),
+        ("standalone", True, 1),
+        ("eagle", False, 1),
+        ("eagle", True, 3),
     ],
-    ids=["ngram-sync", "ngram-overlap", "standalone-sync", "standalone-overlap", "eagle-sync"],
+    ids=[
+        "ngram-sync",
+        "ngram-overlap",
+        "standalone-sync",
+        "standalone-overlap",
+        "eagle-sync",
+        "eagle-overlap-3-steps",
+    ],
 )
-def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, mode, overlap):
+def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, mode, overlap, steps):
     # SGLang's default is the overlap scheduler (the next batch is launched before the last
     # one's results are processed); both schedules must give the same counts.
     with OtlpReceiver("grpc") as receiver:
@@ -142,7 +175,7 @@ def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, mode, o
                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
                "OTEL_EXPORTER_OTLP_INSECURE": "true",
                "RUN_ENGINE_OVERLAP": "1" if overlap else "0"}  # fmt: skip
-        result = _run(model_dir, mode, env)
+        result = _run(model_dir, mode, env, steps=steps)
         spans = _spans_once_rooted(receiver, [o["meta"]["id"] for o in result])
     assert [o["text"] for o in result] == greedy_texts
     roots = {s.attributes[SpanAttr.REQUEST_ID]: s for s in spans if s.name == "spec_request"}
@@ -183,6 +216,9 @@ def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, mode, o
         worker = {"ngram": "NGRAMWorker", "standalone": "StandaloneWorkerV2",
                   "eagle": "EAGLEWorkerV2"}[mode]  # fmt: skip
         assert {s.attributes[SpanAttr.WORKER] for s in verify} == {worker}
+        width = 4 if mode == "ngram" else steps + 1  # speculative_num_draft_tokens
+        assert {s.attributes[SpanAttr.NUM_DRAFT_TOKENS] for s in verify} == {width}
+        assert {s.attributes[SpanAttr.NUM_STEPS] for s in verify} == {width - 1}
         for s in verify + draft + extend:
             assert s.trace_id == root.trace_id
             assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns

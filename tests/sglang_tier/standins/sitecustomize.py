@@ -61,18 +61,50 @@ def _patch_attention(module) -> None:
 
 
 def _patch_draft_backends(module) -> None:
-    """EAGLE's draft worker asks for a draft-extend attention backend by name and knows no
-    torch_native one: give it torch_native's (one draft step per round, so no multi-step
-    draft-decode backend is asked for)."""
+    """EAGLE's draft worker asks for its attention backends by name and knows no torch_native
+    ones: give it torch_native's for the draft extend, and for the draft steps (topk 1 only)
+    one decode backend per step that also sees the step's earlier draft tokens."""
+    from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+
+    class DraftStep(TorchNativeAttnBackend):
+        def __init__(self, runner, step):
+            super().__init__(runner)
+            self.step = step
+
+        def forward_decode(self, q, k, v, layer, forward_batch, save_kv_cache=True):
+            # Step i's query sees the prefix and draft tokens 0..i, which (topk 1) sit right
+            # after the prefix in req_to_token: the same rule as SGLang's multi-step backends
+            # ("each candidate sees prefix + (step + 1) draft tokens").
+            seq_lens = forward_batch.seq_lens
+            forward_batch.seq_lens = seq_lens + self.step + 1
+            try:
+                return super().forward_decode(q, k, v, layer, forward_batch, save_kv_cache)
+            finally:
+                forward_batch.seq_lens = seq_lens
+
+    class DraftSteps:
+        def __init__(self, runner, topk, steps):
+            if topk != 1:
+                raise NotImplementedError("test stand-in: torch_native draft steps need topk 1")
+            self.attn_backends = [DraftStep(runner, i) for i in range(steps - 1)]
+
+        def init_forward_metadata(self, forward_batch):
+            for backend in self.attn_backends:
+                backend.init_forward_metadata(forward_batch)
+
     cls = module.DraftBackendFactory
     plain = cls._create_backend
 
     def _create_backend(self, backend_name, backend_map, error_template, stamps_children=False):
-        from sglang.srt.layers.attention.torch_native_backend import TorchNativeAttnBackend
+        runner = self.draft_model_runner
 
-        backend_map = {**backend_map, "torch_native": lambda: (
-            "torch_native", TorchNativeAttnBackend(self.draft_model_runner))}  # fmt: skip
-        return plain(self, backend_name, backend_map, error_template, stamps_children)
+        def make():
+            if stamps_children:  # the draft steps (create_decode_backend)
+                return "torch_native", DraftSteps(runner, self.topk, self.speculative_num_steps)
+            return "torch_native", TorchNativeAttnBackend(runner)  # the draft extend
+
+        return plain(self, backend_name, {**backend_map, "torch_native": make}, error_template,
+                     stamps_children)  # fmt: skip
 
     cls._create_backend = _create_backend
 
