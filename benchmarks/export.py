@@ -3,13 +3,12 @@ how many were dropped, at a sustained offered load."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import spec_tracing
 from spec_tracing import ReqTimeStats, RequestStage, record_batch_stage
 
-from .common import ReceiverProcess, otlp_env
+from .common import ReceiverProcess, cpu_s, otlp_env
 
 BATCH = 256
 STAGES = (RequestStage.SPEC_DRAFT, RequestStage.SPEC_VERIFY, RequestStage.SPEC_DRAFT_EXTEND)
@@ -36,13 +35,6 @@ def _offer(rate: float, seconds: float, reqs, accepted) -> int:
 RATES = (100_000, 200_000, 300_000, 400_000, 600_000)
 
 
-def _cpu_s(pid) -> float:
-    """User + system CPU seconds of a process so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_export(quick: bool) -> dict:
     """Offered rate raised until drops begin; per rate, the exporter process's CPU, so that
     spans/s per exporter-core says what one core sustains."""
@@ -55,8 +47,8 @@ def bench_export(quick: bool) -> dict:
             spec_tracing.enable(exporter="otlp", level=3, metrics=False)
             spec_tracing.flush()
             exporter = spec_tracing.lifecycle._active.output.process.pid
-            cpu = {"exporter": _cpu_s(exporter), "engine": _cpu_s("self"),
-                   "receiver": _cpu_s(receiver.proc.pid)}  # fmt: skip
+            cpu = {"exporter": cpu_s(exporter), "engine": cpu_s("self"),
+                   "receiver": cpu_s(receiver.proc.pid)}  # fmt: skip
             reqs = [ReqTimeStats(rid=i) for i in range(BATCH)]
             accepted = [i % 4 for i in range(BATCH)]
             dropped_before = spec_tracing.record.hotpath.dropped
@@ -71,7 +63,7 @@ def bench_export(quick: bool) -> dict:
             got, _ = receiver.wait_for(before + offered - dropped, 60)
             elapsed = time.perf_counter() - start
             pids = {"exporter": exporter, "engine": "self", "receiver": receiver.proc.pid}
-            cpu = {k: _cpu_s(pid) - cpu[k] for k, pid in pids.items()}
+            cpu = {k: cpu_s(pid) - cpu[k] for k, pid in pids.items()}
             spec_tracing.shutdown(timeout_ms=120_000)
             delivered = got - before
             out[rate] = {

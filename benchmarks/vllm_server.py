@@ -5,9 +5,13 @@
 Three servers run side by side on the tiny model of the vLLM tier (n-gram drafts, 3 per step):
 `off` (no tracing), `vllm` (vLLM's tracing to a receiver), `vllm+spec` (the same, plus
 SPEC_TRACING_ENABLED=1). Only one is under load at a time; each cycle loads them in ABBA order
-(off, vllm, vllm+spec, vllm+spec, vllm, off) with the same requests: 8 streaming completions, 4 at
-a time, 64 tokens each. Figures: tokens/s and median time to first token per load, as ratios
-against the same cycle's baseline, median and quartiles over the cycles.
+(off, vllm, vllm+spec, vllm+spec, vllm, off) with the same requests: 32 streaming completions, 4 at
+a time, 128 tokens each, then 16 requests one after the other on the idle server (2 tokens each).
+Figures: tokens/s and median time to first token (TTFT) under load, and median TTFT on the idle
+server, as ratios against the same cycle's baseline, median and quartiles over the cycles; and
+CPU seconds per load of each server's process tree, of spec-tracing's exporter and of the
+receiver. TTFT under load is mostly where in the engine's current step a request lands (a step
+is ~20 ms here); the idle figure is the request's own path: arrival, prefill, first token out.
 """
 
 from __future__ import annotations
@@ -25,13 +29,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "instr
 
 from vllm_server import Server, build_model  # noqa: E402
 
-from .common import ReceiverProcess  # noqa: E402
+from .common import ReceiverProcess, cpu_s, exporters_cpu_s, tree_cpu_s  # noqa: E402
 
-REQUESTS, CONCURRENCY, TOKENS = 8, 4, 64
+REQUESTS, CONCURRENCY, TOKENS = 32, 4, 128
+IDLE_REQUESTS, IDLE_TOKENS = 16, 2
 
 
-def _load(server: Server) -> tuple[float, float]:
-    """(tokens/s, median TTFT in ms) for one batch of streaming requests."""
+def _idle_ttft(server: Server) -> float:
+    """Median TTFT in ms of requests sent one after the other."""
+    ttfts = []
+    for _ in range(IDLE_REQUESTS):
+        first: list[float] = []
+        t0 = time.perf_counter()
+        server.complete(stream=True, max_tokens=IDLE_TOKENS, timing=first)
+        ttfts.append((first[0] - t0) * 1000)
+    return statistics.median(ttfts)
+
+
+def _load(server: Server) -> tuple[float, float, float]:
+    """(tokens/s, median TTFT in ms) for one batch of streaming requests, and the idle TTFT."""
     ttfts: list[float] = []
     lock = threading.Lock()
     todo = list(range(REQUESTS))
@@ -55,7 +71,7 @@ def _load(server: Server) -> tuple[float, float]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - start
-    return REQUESTS * TOKENS / elapsed, statistics.median(ttfts)
+    return REQUESTS * TOKENS / elapsed, statistics.median(ttfts), _idle_ttft(server)
 
 
 def _quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -80,38 +96,59 @@ def main() -> None:
         try:
             for server in servers.values():  # warm-up, not measured
                 _load(server)
-            runs: dict[str, list[tuple[float, float]]] = {k: [] for k in servers}
+            runs: dict[str, list[tuple[float, ...]]] = {k: [] for k in servers}
+            # CPU seconds per load: the server's process tree (API server, EngineCore, worker),
+            # spec-tracing's exporter (detached: only vllm+spec has one) and the receiver (a
+            # collector's work, not the server's).
+            cpu: dict[str, dict[str, list[float]]] = {
+                k: {"server": [], "exporter": [], "receiver": []} for k in servers
+            }
             order = ["off", "vllm", "vllm+spec", "vllm+spec", "vllm", "off"]
             for _ in range(args.cycles):
                 cycle = {k: [] for k in servers}
                 for name in order:
+                    pid = servers[name].proc.pid
+                    gauges = {"server": lambda p=pid: tree_cpu_s(p), "exporter": exporters_cpu_s,
+                              "receiver": lambda: cpu_s(receiver.proc.pid)}  # fmt: skip
+                    before = {part: gauge() for part, gauge in gauges.items()}
                     cycle[name].append(_load(servers[name]))
+                    for part, gauge in gauges.items():
+                        cpu[name][part].append(gauge() - before[part])
                 for name, loads in cycle.items():
-                    runs[name].append(
-                        (statistics.mean(t for t, _ in loads), statistics.mean(f for _, f in loads))
-                    )
+                    runs[name].append(tuple(map(statistics.mean, zip(*loads, strict=True))))
         finally:
             for server in servers.values():
                 server.interrupt()
     results = {}
     for name, base in (("vllm+spec", "vllm"), ("vllm+spec", "off"), ("vllm", "off")):
-        tps = [a[0] / b[0] for a, b in zip(runs[name], runs[base], strict=True)]
-        ttft = [b[1] / a[1] for a, b in zip(runs[name], runs[base], strict=True)]
+        pairs = list(zip(runs[name], runs[base], strict=True))
         results[f"{name} / {base}"] = {
-            "tokens_per_s_ratio": _quartiles(tps),
-            "ttft_ratio_inverse": _quartiles(ttft),
+            "tokens_per_s_ratio": _quartiles([a[0] / b[0] for a, b in pairs]),
+            "ttft_ratio_inverse": _quartiles([b[1] / a[1] for a, b in pairs]),
+            "idle_ttft_ratio_inverse": _quartiles([b[2] / a[2] for a, b in pairs]),
         }
-    results["tokens_per_s"] = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
-    results["ttft_ms"] = {k: statistics.median(f for _, f in v) for k, v in runs.items()}
+    for i, figure in enumerate(("tokens_per_s", "ttft_ms", "idle_ttft_ms")):
+        results[figure] = {k: statistics.median(r[i] for r in v) for k, v in runs.items()}
+    results["cpu_s_per_load"] = {
+        k: {part: statistics.median(v) for part, v in parts.items()} for k, parts in cpu.items()
+    }
     print(f"vLLM OpenAI server, {args.cycles} ABBA cycles, {REQUESTS} x {TOKENS} tokens, "
-          f"{CONCURRENCY} concurrent")  # fmt: skip
+          f"{CONCURRENCY} concurrent; {IDLE_REQUESTS} idle requests")  # fmt: skip
     for key in ("vllm+spec / vllm", "vllm+spec / off", "vllm / off"):
-        lo, mid, hi = results[key]["tokens_per_s_ratio"]
-        flo, fmid, fhi = results[key]["ttft_ratio_inverse"]
-        print(f"  {key:<18} tokens/s {mid:.3f}x ({lo:.3f}-{hi:.3f})   "
-              f"TTFT base/this {fmid:.3f}x ({flo:.3f}-{fhi:.3f})")  # fmt: skip
-    print("  medians: tokens/s", {k: round(v) for k, v in results["tokens_per_s"].items()},
-          "TTFT ms", {k: round(v, 1) for k, v in results["ttft_ms"].items()})  # fmt: skip
+        row = "  ".join(
+            f"{label} {mid:.3f}x ({lo:.3f}-{hi:.3f})"
+            for label, (lo, mid, hi) in zip(
+                ("tokens/s", "TTFT base/this", "idle TTFT base/this"),
+                results[key].values(),
+                strict=True,
+            )
+        )
+        print(f"  {key:<18} {row}")
+    for figure in ("tokens_per_s", "ttft_ms", "idle_ttft_ms"):
+        print(f"  medians, {figure}:", {k: round(v, 1) for k, v in results[figure].items()})
+    for name, parts in results["cpu_s_per_load"].items():
+        print(f"  CPU s per load, {name:<9}: server {parts['server']:.2f}, exporter "
+              f"{parts['exporter']:.2f}, receiver {parts['receiver']:.2f}")  # fmt: skip
     out = os.path.join(os.path.dirname(__file__), "results", "vllm_server.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:

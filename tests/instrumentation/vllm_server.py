@@ -80,7 +80,9 @@ class Server:
         if not stream:
             return json.loads(resp.read())["choices"][0]["text"]
         chunks = []
-        while True:
+        # Up to the stream's end marker, not the connection's end: the server keeps an HTTP/1.1
+        # connection open for its keep-alive timeout (5 s) after the last chunk.
+        while not chunks or chunks[-1] != "data: [DONE]":
             line = resp.fp.readline()
             if not line:
                 break
@@ -88,6 +90,7 @@ class Server:
                 if not chunks and timing is not None:
                     timing.append(time.perf_counter())  # the first token's arrival
                 chunks.append(line.decode().strip())
+        conn.close()
         assert chunks[-1] == "data: [DONE]"
         return chunks
 
