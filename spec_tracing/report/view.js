@@ -504,7 +504,7 @@
       const y = this.laneY(id, ROWS[D.names[r.bars[k]]] ?? 0);
       const c = $("waterfall").getBoundingClientRect();
       const s = clampX(xLane(r, r.bars[k + 1])), e = clampX(xLane(r, r.bars[k + 1] + r.bars[k + 2]));
-      return {x: c.left + (s + Math.max(s + 1, e)) / 2, y};
+      return {x: c.left + (s + Math.max(s + 1, e)) / 2, y, x0: c.left + s, x1: c.left + Math.max(s + 1, e)};
     },
     // Client x of time t (ns since the first request) on a time plot, in the shared view.
     xOf(canvasId, t) { return $(canvasId).getBoundingClientRect().left + xShared(t); },

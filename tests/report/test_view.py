@@ -142,7 +142,9 @@ def test_zoom_to_a_single_step_and_back(browser, run):
     page = _open(browser, run["page"])
     rid = page.evaluate("specTrace.order()[0]")
     bars = page.evaluate("id => specTrace.bars(id)", rid)
-    index, bar = next((i, b) for i, b in enumerate(bars) if b["name"] == "spec_verify")
+    verify = [(i, b) for i, b in enumerate(bars) if b["name"] == "spec_verify"]
+    # A typical step: in a run this short (~0.1 s) the odd step stalls for tens of ms.
+    index, bar = sorted(verify, key=lambda item: item[1]["dur"])[len(verify) // 2]
     full = page.evaluate("specTrace.view()")
     # Drag across the acceptance chart from just before that verify span to just after it.
     margin = bar["dur"] // 4
@@ -277,7 +279,7 @@ def test_per_request_axis_stretches_every_lane(browser, run):
     def last_bar_end_x(rid):
         bars = page.evaluate("id => specTrace.bars(id)", rid)
         point = page.evaluate("([id, i]) => specTrace.barPoint(id, i)", [rid, len(bars) - 1])
-        return point["x"]
+        return point["x1"]  # its right end: the last step may be a long one
 
     assert last_bar_end_x(order[0]) < plot["x"] + 170 + 1000 * 0.9
     page.select_option("#axis-mode", "request")
