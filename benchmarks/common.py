@@ -25,49 +25,53 @@ def machine() -> dict:
     }
 
 
-def cpu_s(pid) -> float:
-    """User + system CPU seconds of a process so far."""
+def _stat(pid) -> tuple[int, int]:
+    """(parent pid, user + system clock ticks so far) of a process, from /proc."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def cpu_s(pid) -> float:
+    """User + system CPU seconds of a process so far."""
+    return _stat(pid)[1] / os.sysconf("SC_CLK_TCK")
+
+
+def _pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
 
 
 def exporters_cpu_s() -> float:
     """CPU seconds so far of every spec-tracing exporter process on the machine (they run
     detached, outside the process tree of the program they serve)."""
     total = 0.0
-    for entry in filter(str.isdigit, os.listdir("/proc")):
+    for pid in _pids():
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"spec_tracing.export" in f.read():
-                    total += cpu_s(entry)
-        except OSError:
+                    total += cpu_s(pid)
+        except OSError:  # gone meanwhile
             continue
     return total
 
 
 def tree_cpu_s(root: int) -> float:
     """CPU seconds so far of a process and its living descendants."""
-    parent, cpu = {}, {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            pid = int(entry)
-            parent[pid] = int(fields[1])
-            cpu[pid] = int(fields[11]) + int(fields[12])
+    stats = {}
+    for pid in _pids():
+        try:
+            stats[pid] = _stat(pid)
+        except OSError:  # gone meanwhile
+            continue
 
     def under(pid):
         while pid > 1:
             if pid == root:
                 return True
-            pid = parent.get(pid, 0)
+            pid = stats.get(pid, (0, 0))[0]
         return False
 
-    return sum(c for pid, c in cpu.items() if under(pid)) / os.sysconf("SC_CLK_TCK")
+    return sum(t for pid, (_, t) in stats.items() if under(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 class ReceiverProcess:

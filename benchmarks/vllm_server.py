@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "instrumentation"))
 
@@ -108,8 +109,8 @@ def main() -> None:
                 cycle = {k: [] for k in servers}
                 for name in order:
                     pid = servers[name].proc.pid
-                    gauges = {"server": lambda p=pid: tree_cpu_s(p), "exporter": exporters_cpu_s,
-                              "receiver": lambda: cpu_s(receiver.proc.pid)}  # fmt: skip
+                    gauges = {"server": partial(tree_cpu_s, pid), "exporter": exporters_cpu_s,
+                              "receiver": partial(cpu_s, receiver.proc.pid)}  # fmt: skip
                     before = {part: gauge() for part, gauge in gauges.items()}
                     cycle[name].append(_load(servers[name]))
                     for part, gauge in gauges.items():

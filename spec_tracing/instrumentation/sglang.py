@@ -62,13 +62,16 @@ def _req_init(wrapped, instance, args, kwargs):
         logger.debug("spec-tracing: request not traced", exc_info=True)
 
 
-def _sglang_trace(req) -> dict | None:
-    """The request's place in SGLang's own trace (`--enable-trace`): its root span's context,
-    which the scheduler's copy of the request's trace context carries."""
+def _sglang_trace_ctx(req):
+    """The request's trace context in SGLang's own tracing (`--enable-trace`), if that is on."""
     ctx = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
-    root = (
-        getattr(ctx, "root_span_context", None) if getattr(ctx, "tracing_enable", False) else None
-    )
+    return ctx if getattr(ctx, "tracing_enable", False) else None
+
+
+def _sglang_trace(req) -> dict | None:
+    """The request's place in SGLang's own trace: its root span's context, which the
+    scheduler's copy of the request's trace context carries."""
+    root = getattr(_sglang_trace_ctx(req), "root_span_context", None)
     if root is None:
         return None
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -76,11 +79,6 @@ def _sglang_trace(req) -> dict | None:
     carrier: dict = {}
     TraceContextTextMapPropagator().inject(carrier, root)
     return carrier or None
-
-
-def _traced_by_sglang(req) -> bool:
-    ctx = getattr(getattr(req, "time_stats", None), "trace_ctx", None)
-    return bool(getattr(ctx, "tracing_enable", False))
 
 
 # Each decode step's stage times, on the worker object that ran the stage: {stage: (start, end)}.
@@ -133,42 +131,52 @@ def _stamps_of(worker) -> list[dict]:
     return out
 
 
-def _forward(wrapped, instance, args, kwargs):
-    """A spec worker's forward_batch_generation: one decode step (draft, verify, and for EAGLE
-    the draft extend) or a prefill. Draft and extend are recorded now; the verify's times ride
-    on the result to process_batch_result_decode, where SGLang counts the accepted drafts."""
-    if not hotpath.LEVEL:
-        return wrapped(*args, **kwargs)
-    try:
-        stamps = _stamps_of(instance)
-    except Exception:
-        stamps = []
-    result = wrapped(*args, **kwargs)
-    end = perf_counter()
-    try:
-        merged = {k: v for d in stamps for k, v in d.items()}
-        draft = merged.get(_DRAFT)
-        if draft is None:  # prefill, idle, or a step without drafting
-            return result
-        # NGRAM: the verify is the rest of forward_batch_generation after the draft.
-        verify = merged.get(_VERIFY) or (draft[1], end)
-        attrs, width = _attrs(instance)
-        setattr(result, _TIMES, (verify, width, attrs))
-        batch = args[0] if args else kwargs["batch"]
-        # With SGLang's own tracing on, SGLang records NGRAM's spec_draft slice itself.
-        own_draft = type(instance).__name__ == "NGRAMWorker"
-        reqs = [
-            st
-            for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
-            if st and not (own_draft and _traced_by_sglang(r))
-        ]
-        hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
-        extend = merged.get(_EXTEND)
-        if extend is not None:
-            hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT_EXTEND, *extend, attrs=attrs)
-    except Exception:
-        logger.debug("spec-tracing: draft not recorded", exc_info=True)
-    return result
+def _make_forward(sglang_records_draft: bool):
+    """The wrapper of a spec worker's forward_batch_generation: one decode step (draft, verify,
+    and for EAGLE the draft extend) or a prefill. Draft and extend are recorded now; the
+    verify's times ride on the result to process_batch_result_decode, where SGLang counts the
+    accepted drafts. `sglang_records_draft`: with SGLang's own tracing on, SGLang records this
+    worker's spec_draft slice itself (NGRAM), so ours is left out for those requests."""
+
+    def forward(wrapped, instance, args, kwargs):
+        if not hotpath.LEVEL:
+            return wrapped(*args, **kwargs)
+        try:
+            stamps = _stamps_of(instance)
+        except Exception:
+            stamps = []
+        result = wrapped(*args, **kwargs)
+        end = perf_counter()
+        try:
+            merged = {k: v for d in stamps for k, v in d.items()}
+            draft = merged.get(_DRAFT)
+            if draft is None:  # prefill, idle, or a step without drafting
+                return result
+            # NGRAM: the verify is the rest of forward_batch_generation after the draft.
+            verify = merged.get(_VERIFY) or (draft[1], end)
+            attrs, width = _attrs(instance)
+            setattr(result, _TIMES, (verify, width, attrs))
+            batch = args[0] if args else kwargs["batch"]
+            reqs = [
+                st
+                for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
+                if st and not (sglang_records_draft and _sglang_trace_ctx(r))
+            ]
+            hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
+            extend = merged.get(_EXTEND)
+            if extend is not None:
+                hotpath.record_batch_stage(
+                    reqs, RequestStage.SPEC_DRAFT_EXTEND, *extend, attrs=attrs
+                )
+        except Exception:
+            logger.debug("spec-tracing: draft not recorded", exc_info=True)
+        return result
+
+    return forward
+
+
+_forward_ngram = _make_forward(sglang_records_draft=True)
+_forward_eagle = _make_forward(sglang_records_draft=False)
 
 
 def _attrs(worker) -> tuple[dict, int | None]:
@@ -274,7 +282,7 @@ def _targets():
         (MultiLayerEagleWorkerV2, MultiLayerEagleDraftWorker),
     ):
         eagle += [
-            (worker, "forward_batch_generation", _forward),
+            (worker, "forward_batch_generation", _forward_eagle),
             (worker, "verify", _stamp(_VERIFY)),
             (draft_worker, "draft", _stamp_draft),
             (draft_worker, "_draft_extend_for_decode", _stamp(_EXTEND)),
@@ -283,7 +291,7 @@ def _targets():
         [
             (Req, "__init__", _req_init),
             (NGRAMWorker, "_prepare_for_speculative_decoding", _ngram_prepare),
-            (NGRAMWorker, "forward_batch_generation", _forward),
+            (NGRAMWorker, "forward_batch_generation", _forward_ngram),
             (SchedulerBatchResultProcessor, "process_batch_result_decode", _process_decode),
         ]
         + eagle

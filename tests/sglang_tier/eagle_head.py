@@ -17,8 +17,9 @@ from safetensors.torch import load_file, save_file
 
 
 def _target(target_dir):
+    """The target's weights, its embedding and its lm_head."""
     w = load_file(os.path.join(target_dir, "model.safetensors"))
-    return w["model.embed_tokens.weight"], w["lm_head.weight"]
+    return w, w["model.embed_tokens.weight"], w["lm_head.weight"]
 
 
 def build(target_dir: str, out: str, prompts: list[str], new_tokens: int = 24) -> None:
@@ -36,7 +37,7 @@ def build(target_dir: str, out: str, prompts: list[str], new_tokens: int = 24) -
     # The most frequent follower of each token in the target's own output.
     xs = list(pairs)
     ys = [max(set(v), key=v.count) for v in pairs.values()]
-    embed, head = _target(target_dir)
+    w, embed, head = _target(target_dir)
     hidden = embed.shape[1]
     torch.manual_seed(0)
     a = torch.zeros(hidden, hidden, requires_grad=True)
@@ -54,7 +55,6 @@ def build(target_dir: str, out: str, prompts: list[str], new_tokens: int = 24) -
     for name in os.listdir(target_dir):
         if name.startswith("tokenizer") or name == "special_tokens_map.json":
             shutil.copy(os.path.join(target_dir, name), out)
-    w = load_file(os.path.join(target_dir, "model.safetensors"))
     layer = {k.removeprefix("model.layers.0."): v for k, v in w.items()
              if k.startswith("model.layers.0.") and "input_layernorm" not in k}  # fmt: skip
     layer["self_attn.o_proj.weight"] = torch.zeros_like(layer["self_attn.o_proj.weight"])
@@ -69,7 +69,7 @@ def build(target_dir: str, out: str, prompts: list[str], new_tokens: int = 24) -
 
 def guesser(target_dir: str, head_dir: str):
     """The head's draft after token x, computed from its weights as SGLang runs it."""
-    embed, head = _target(target_dir)
+    _, embed, head = _target(target_dir)
     fc = load_file(os.path.join(head_dir, "model.safetensors"))["fc.weight"]
     a = fc[:, : embed.shape[1]]
     return lambda x: int((head @ (a @ embed[x])).argmax())
