@@ -1,10 +1,11 @@
 """What runs on the engine's thread: a level check, a clock read and one bounded append per batch.
 
 Everything here is written for the calling thread's cost. With tracing off, each entry point
-returns after reading the module global LEVEL. With tracing on, a batch costs one perf_counter
-read, one tuple of the request list (a C-level copy) and one deque append, whatever the batch
-size; the per-request expansion into spans happens in the recorder's consumer (recorder.py,
-compactor.py). Nothing here raises into the engine: bad input is the consumer's to count.
+runs an off body that does nothing (set_time_batch(trace_only=False) still stamps requests).
+With tracing on, a batch costs one perf_counter read, one tuple of the request list (a C-level
+copy) and one deque append, whatever the batch size; the per-request expansion into spans
+happens in the recorder's consumer (recorder.py, compactor.py). Nothing here raises into the
+engine: bad input is the consumer's to count.
 
 The globals below are owned by this module and rebound only by provider.enable/shutdown and
 set_trace_level, so the hot path reads them with a single LOAD_GLOBAL.
@@ -81,6 +82,32 @@ def _freeze(values: Any) -> Any:
 _toggle_listeners: list[Callable[[bool], None]] = []
 
 
+def _body_when_off(fn: Callable) -> Callable[[Callable], Callable]:
+    """Give the entry point `fn` the decorated function's body while the level is 0.
+
+    Engines import the entry points by name (`from spec_tracing import set_time_batch`), so the
+    function object they hold cannot be replaced; its code can. The off body is what the on body
+    does after `if not LEVEL`, without that global read: a disabled call then costs what a plain
+    function of the same signature costs. A call already running keeps the code it started with,
+    and the on body still checks LEVEL, so a toggle during a call is harmless."""
+
+    def install(off: Callable) -> Callable:
+        on_code = fn.__code__
+        off_code = off.__code__.replace(co_name=on_code.co_name, co_qualname=on_code.co_qualname)
+        n = on_code.co_argcount
+        if off_code.co_varnames[:n] != on_code.co_varnames[:n] or off_code.co_freevars:
+            raise TypeError(f"{off.__name__} must take exactly the arguments of {fn.__name__}")
+
+        def toggle(on: bool) -> None:
+            fn.__code__ = on_code if on else off_code
+
+        _toggle_listeners.append(toggle)
+        toggle(LEVEL > 0)
+        return off
+
+    return install
+
+
 def _set_level(level: int) -> None:
     global LEVEL
     was_on, LEVEL = LEVEL > 0, level
@@ -153,6 +180,13 @@ def record_batch_stage(
         _push((SLICE, stage, start_ts, end_ts, batch, _freeze(accepted), _freeze(proposed), attrs))
 
 
+@_body_when_off(record_batch_stage)
+def _record_batch_stage_off(
+    reqs, stage, start_ts, end_ts, accepted=None, proposed=None, attrs=None
+) -> None:
+    return
+
+
 def set_time_batch(
     reqs: Iterable,
     set_func: Callable | str,
@@ -183,6 +217,12 @@ def set_time_batch(
     batch = _batch(reqs)
     if batch is not None:
         _push((kind, stage, perf_counter(), None, batch, None, None, attrs))
+
+
+@_body_when_off(set_time_batch)
+def _set_time_batch_off(reqs, set_func, trace_only=True, attrs=None) -> None:
+    if not trace_only:
+        _stamp_each(reqs, set_func, attrs)
 
 
 def _stamp_each(reqs: Iterable, set_func: Callable | str, attrs: dict | None) -> None:
@@ -219,6 +259,11 @@ def set_spec_verify_end_time_batch(
     if batch is not None:
         t = perf_counter() if ts is None else ts
         _push((END, _VERIFY, t, None, batch, _freeze(accepted), _freeze(proposed), attrs))
+
+
+@_body_when_off(set_spec_verify_end_time_batch)
+def _set_spec_verify_end_time_batch_off(reqs, accepted, proposed=None, ts=None, attrs=None) -> None:
+    return
 
 
 def make_stage_core(

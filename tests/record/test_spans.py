@@ -438,3 +438,77 @@ def test_a_class_decorated_after_enable_is_traced_and_restored_at_shutdown():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["['spec_draft', 'spec_request']", "True"]
+
+
+def test_entry_points_held_by_name_follow_the_level_and_read_no_global_when_off(spec_spans):
+    held = set_time_batch  # as an engine holds it: imported once, before any enable
+    reqs = [Req(0)]
+
+    def drafts_after_one_step():
+        held(reqs, ReqTimeStats.set_spec_draft_start_time)
+        held(reqs, "set_spec_draft_end_time")
+        return len(spec_spans.spans("spec_draft"))
+
+    assert drafts_after_one_step() == 1
+    set_trace_level(0)
+    # Off, the body engines call is the off body: no LEVEL read, nothing recorded.
+    assert "LEVEL" not in held.__code__.co_names
+    assert held.__code__.co_name == "set_time_batch"
+    assert "LEVEL" not in set_spec_verify_end_time_batch.__code__.co_names
+    assert drafts_after_one_step() == 1
+    set_trace_level(3)
+    assert drafts_after_one_step() == 2
+    spec_tracing.shutdown()
+    assert "LEVEL" not in held.__code__.co_names
+    held(reqs, ReqTimeStats.set_spec_draft_start_time)
+    assert len(spec_tracing.record.hotpath._queue) == 0
+
+
+class _EqRaises(Req):
+    def __eq__(self, other):
+        raise RuntimeError("engine objects may compare in odd ways")
+
+    __hash__ = Req.__hash__
+
+
+@pytest.mark.parametrize("via", ["decorator", "set_time_batch"])
+def test_a_list_changed_in_place_between_stages_gets_each_stage_its_own_requests(spec_spans, via):
+    # Stages of one step share one copy of an unchanged list; a list the engine changed in place
+    # (same length, one request swapped; then extended, as SGLang's merge_batch does) must not.
+    a, b, c, d = Req(0), Req(1), Req(2), Req(3)
+    batch = Batch([a, b])
+    worker = Worker()
+
+    def stage():
+        if via == "decorator":
+            worker.draft(batch)
+        else:
+            set_time_batch(batch.reqs, ReqTimeStats.set_spec_draft_start_time)
+            set_time_batch(batch.reqs, ReqTimeStats.set_spec_draft_end_time)
+
+    stage()
+    stage()
+    batch.reqs[1] = c
+    stage()
+    batch.reqs.append(d)
+    stage()
+    parents = [s.parent.span_id for s in spec_spans.spans("spec_draft")]
+    per_request = {r.rid: parents.count(r.time_stats.span_id) for r in (a, b, c, d)}
+    assert per_request == {0: 4, 1: 2, 2: 2, 3: 1}
+
+
+def test_requests_whose_eq_raises_are_still_recorded(spec_spans):
+    # Two batches of the same length with different requests: telling them apart calls __eq__.
+    first, second = [_EqRaises(0), _EqRaises(1)], [_EqRaises(2), _EqRaises(3)]
+    worker = Worker()
+    for reqs in (first, second, first):
+        worker.draft(Batch(reqs))
+    set_time_batch(second, ReqTimeStats.set_spec_draft_start_time)
+    set_time_batch(first, ReqTimeStats.set_spec_draft_start_time)
+    set_time_batch(first, ReqTimeStats.set_spec_draft_end_time)
+    drafts = spec_spans.spans("spec_draft")
+    assert len(drafts) == 8
+    assert sorted(s.parent.span_id for s in drafts) == sorted(
+        [r.time_stats.span_id for r in first] * 3 + [r.time_stats.span_id for r in second]
+    )
+    assert spec_tracing.stats()["invalid_events"] == 0
