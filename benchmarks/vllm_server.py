@@ -1,6 +1,7 @@
 """The vLLM OpenAI server with spec-tracing on vs off, and vs vLLM's own tracing alone.
 
-    .venv-vllm/bin/python -m benchmarks.vllm_server [--cycles N]   (after scripts/test-vllm.sh)
+    .venv-vllm/bin/python -m benchmarks.vllm_server [--cycles N] [--generations G]
+    (after scripts/test-vllm.sh)
 
 Three servers run side by side on the tiny model of the vLLM tier (n-gram drafts, 3 per step):
 `off` (no tracing), `vllm` (vLLM's tracing to a receiver), `vllm+spec` (the same, plus
@@ -12,6 +13,10 @@ server, as ratios against the same cycle's baseline, median and quartiles over t
 CPU seconds per load of each server's process tree, of spec-tracing's exporter and of the
 receiver. TTFT under load is mostly where in the engine's current step a request lands (a step
 is ~20 ms here); the idle figure is the request's own path: arrival, prefill, first token out.
+With --generations G the three servers are started afresh G times, each running N cycles: two
+runs of one generation each differed by more than the goal (0.920x and 0.974x), as if which
+processes the OS favours were settled at start-up, so the servers are restarted within a run
+and each generation's median is printed.
 """
 
 from __future__ import annotations
@@ -80,46 +85,57 @@ def _quartiles(values: list[float]) -> tuple[float, float, float]:
     return q[0], statistics.median(values), q[2]
 
 
+def _generation(model_dir: str, traced: list[str], receiver, cycles: int, runs, cpu) -> None:
+    """Start the three servers, warm them up, run `cycles` ABBA cycles, stop them."""
+    servers = {
+        "off": Server(model_dir, {"SPEC_TRACING_ENABLED": "0"}),
+        "vllm": Server(model_dir, {"SPEC_TRACING_ENABLED": "0"}, traced),
+        "vllm+spec": Server(model_dir, {"SPEC_TRACING_ENABLED": "1"}, traced),
+    }
+    try:
+        for server in servers.values():  # warm-up, not measured
+            _load(server)
+        order = ["off", "vllm", "vllm+spec", "vllm+spec", "vllm", "off"]
+        for _ in range(cycles):
+            cycle = {k: [] for k in servers}
+            for name in order:
+                pid = servers[name].proc.pid
+                gauges = {"server": partial(tree_cpu_s, pid), "exporter": exporters_cpu_s,
+                          "receiver": partial(cpu_s, receiver.proc.pid)}  # fmt: skip
+                before = {part: gauge() for part, gauge in gauges.items()}
+                cycle[name].append(_load(servers[name]))
+                for part, gauge in gauges.items():
+                    cpu[name][part].append(gauge() - before[part])
+            for name, loads in cycle.items():
+                runs[name].append(tuple(map(statistics.mean, zip(*loads, strict=True))))
+    finally:
+        for server in servers.values():
+            server.interrupt()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=6)
+    parser.add_argument("--cycles", type=int, default=6, help="ABBA cycles per generation")
+    parser.add_argument(
+        "--generations", type=int, default=1,
+        help="times the three servers are started afresh, each running --cycles cycles",
+    )  # fmt: skip
     args = parser.parse_args()
     model_dir = tempfile.mkdtemp(prefix="spec-bench-vllm-")
     build_model(model_dir)
+    names = ("off", "vllm", "vllm+spec")
+    runs: dict[str, list[tuple[float, ...]]] = {k: [] for k in names}
+    # CPU seconds per load: the server's process tree (API server, EngineCore, worker),
+    # spec-tracing's exporter (detached: only vllm+spec has one) and the receiver (a
+    # collector's work, not the server's).
+    cpu: dict[str, dict[str, list[float]]] = {
+        k: {"server": [], "exporter": [], "receiver": []} for k in names
+    }
     with ReceiverProcess("grpc") as receiver:
         endpoint = "grpc://" + receiver.endpoint.removeprefix("http://")
         traced = ["--otlp-traces-endpoint", endpoint]
-        servers = {
-            "off": Server(model_dir, {"SPEC_TRACING_ENABLED": "0"}),
-            "vllm": Server(model_dir, {"SPEC_TRACING_ENABLED": "0"}, traced),
-            "vllm+spec": Server(model_dir, {"SPEC_TRACING_ENABLED": "1"}, traced),
-        }
-        try:
-            for server in servers.values():  # warm-up, not measured
-                _load(server)
-            runs: dict[str, list[tuple[float, ...]]] = {k: [] for k in servers}
-            # CPU seconds per load: the server's process tree (API server, EngineCore, worker),
-            # spec-tracing's exporter (detached: only vllm+spec has one) and the receiver (a
-            # collector's work, not the server's).
-            cpu: dict[str, dict[str, list[float]]] = {
-                k: {"server": [], "exporter": [], "receiver": []} for k in servers
-            }
-            order = ["off", "vllm", "vllm+spec", "vllm+spec", "vllm", "off"]
-            for _ in range(args.cycles):
-                cycle = {k: [] for k in servers}
-                for name in order:
-                    pid = servers[name].proc.pid
-                    gauges = {"server": partial(tree_cpu_s, pid), "exporter": exporters_cpu_s,
-                              "receiver": partial(cpu_s, receiver.proc.pid)}  # fmt: skip
-                    before = {part: gauge() for part, gauge in gauges.items()}
-                    cycle[name].append(_load(servers[name]))
-                    for part, gauge in gauges.items():
-                        cpu[name][part].append(gauge() - before[part])
-                for name, loads in cycle.items():
-                    runs[name].append(tuple(map(statistics.mean, zip(*loads, strict=True))))
-        finally:
-            for server in servers.values():
-                server.interrupt()
+        for _ in range(args.generations):
+            _generation(model_dir, traced, receiver, args.cycles, runs, cpu)
     results = {}
     for name, base in (("vllm+spec", "vllm"), ("vllm+spec", "off"), ("vllm", "off")):
         pairs = list(zip(runs[name], runs[base], strict=True))
@@ -128,23 +144,34 @@ def main() -> None:
             "ttft_ratio_inverse": _quartiles([b[1] / a[1] for a, b in pairs]),
             "idle_ttft_ratio_inverse": _quartiles([b[2] / a[2] for a, b in pairs]),
         }
+    # Each generation's own median: how much a fresh set of processes moves the figure.
+    per_gen = [
+        statistics.median(a[0] / b[0] for a, b in zip(
+            runs["vllm+spec"][g * args.cycles:(g + 1) * args.cycles],
+            runs["vllm"][g * args.cycles:(g + 1) * args.cycles], strict=True))
+        for g in range(args.generations)
+    ]  # fmt: skip
+    results["vllm+spec / vllm"]["tokens_per_s_ratio_per_generation"] = per_gen
     for i, figure in enumerate(("tokens_per_s", "ttft_ms", "idle_ttft_ms")):
         results[figure] = {k: statistics.median(r[i] for r in v) for k, v in runs.items()}
     results["cpu_s_per_load"] = {
         k: {part: statistics.median(v) for part, v in parts.items()} for k, parts in cpu.items()
     }
-    print(f"vLLM OpenAI server, {args.cycles} ABBA cycles, {REQUESTS} x {TOKENS} tokens, "
-          f"{CONCURRENCY} concurrent; {IDLE_REQUESTS} idle requests")  # fmt: skip
+    print(f"vLLM OpenAI server, {args.generations} x {args.cycles} ABBA cycles, {REQUESTS} x "
+          f"{TOKENS} tokens, {CONCURRENCY} concurrent; {IDLE_REQUESTS} idle requests")  # fmt: skip
     for key in ("vllm+spec / vllm", "vllm+spec / off", "vllm / off"):
         row = "  ".join(
             f"{label} {mid:.3f}x ({lo:.3f}-{hi:.3f})"
             for label, (lo, mid, hi) in zip(
                 ("tokens/s", "TTFT base/this", "idle TTFT base/this"),
-                results[key].values(),
+                list(results[key].values())[:3],
                 strict=True,
             )
         )
         print(f"  {key:<18} {row}")
+    per_gen = results["vllm+spec / vllm"]["tokens_per_s_ratio_per_generation"]
+    print("  tokens/s vllm+spec / vllm, each generation's median:",
+          ", ".join(f"{r:.3f}x" for r in per_gen))  # fmt: skip
     for figure in ("tokens_per_s", "ttft_ms", "idle_ttft_ms"):
         print(f"  medians, {figure}:", {k: round(v, 1) for k, v in results[figure].items()})
     for name, parts in results["cpu_s_per_load"].items():
