@@ -94,6 +94,8 @@ class Writer:
         with self.cond:
             while not self.queue and not self.stopping:
                 self.cond.wait()
+            if self.stopping:  # stop's time is up: what is still queued is not exported
+                return [], 0
             chunks, count = [], 0
             while self.queue and (not count or count + self.queue[0][1] <= self.BATCH_SPANS):
                 chunk, n = self.queue.popleft()
@@ -151,11 +153,14 @@ class Writer:
         return True
 
     def stop(self, timeout_s: float) -> None:
+        """Export what is queued within `timeout_s` in all (flush, then the threads' last
+        batches); what is left then is not exported and not counted here: the engine's process
+        counts what was never reported on as lost."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
         self.flush(timeout_s)
         with self.cond:
             self.stopping = True
             self.cond.notify_all()
-        deadline = time.monotonic() + max(0.0, timeout_s)
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -247,7 +252,8 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             elif message[0] == "stop":
                 # The engine's process stops waiting after its timeout; if this took longer,
                 # the reply has nowhere to go, and that is no error.
-                writer.stop(message[1] / 1000)
+                budget = message[1] / 1000
+                writer.stop(budget - min(0.25, budget / 5))  # time left to reply
                 reply(("stopped", counts(), not writer.queue))
                 break
     finally:

@@ -176,10 +176,11 @@ class ProcessOutput:
         if process is None:
             return dict.fromkeys(_COUNTS, 0)
         c = process.counts
+        never_reported = process.unaccounted() if process.finished else 0
         return {
             "export_dropped_spans": c.get("dropped_spans", 0) + process.dropped_spans,
             "export_failed_spans": c.get("failed_spans", 0),
-            "export_lost_spans": process.unsent_spans,
+            "export_lost_spans": process.unsent_spans + never_reported,
             "unmatched_ends": c.get("unmatched_ends", 0),
             "spans": c.get("exported_spans", 0),
         }
@@ -205,6 +206,13 @@ class ProcessOutput:
             self.process.abandon()
             return
         self.process.shutdown(timeout_s)
+        lost = self.process.unaccounted()
+        if lost:
+            logger.warning(
+                "spec-tracing: shutdown's time ran out before %d spans were exported (the "
+                "collector did not take them in time); counted in stats()['export_lost_spans']",
+                lost,
+            )
 
     def abandon(self) -> None:
         """Shutdown ran out of time: stop the exporter process now (it may be stopped or hung)."""

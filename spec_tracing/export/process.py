@@ -90,6 +90,9 @@ class ExportProcess:
         self.sent_spans = 0  # spans in batches written to the pipe
         self.dropped_spans = 0  # refused here: the pipe was behind by more than the bound
         self.unsent_spans = 0  # in batches the pipe refused (the child is gone)
+        # Set once shutdown or kill has ended the child: from then on, spans it never reported
+        # on (unaccounted) were not exported, and are counted as lost.
+        self.finished = False
         self._queue_spans = queue_spans
         self._pending: deque = deque()  # (payload bytes, spans)
         self._pending_spans = 0
@@ -207,6 +210,7 @@ class ExportProcess:
             self._proc.wait(timeout=max(deadline - time.monotonic(), 0.05))
         except subprocess.TimeoutExpired:
             self.kill()
+        self.finished = True
 
     def _close(self) -> None:
         with self._cond:
@@ -228,6 +232,7 @@ class ExportProcess:
 
     def kill(self) -> None:
         self._proc.kill()
+        self.finished = True
 
     def alive(self) -> bool:
         return self._proc.poll() is None

@@ -102,7 +102,7 @@ class SpecMetrics:
                 (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
                  "Spans whose export failed (collector down or refusing)"),
                 (MetricName.EXPORT_LOST, "export_lost_spans", "{span}",
-                 "Spans lost with an exporter process that died before reporting on them"),
+                 "Spans an exporter never reported on: it died, or shutdown ran out of time"),
                 (MetricName.DROPPED_FINISHES, "dropped_finishes", "{event}",
                  "Request ends dropped even past the buffer's reserve for them"),
             ):  # fmt: skip
