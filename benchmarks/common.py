@@ -14,6 +14,12 @@ def median_of(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
+def spread(values: list[float]) -> tuple[float, float, float]:
+    """(lower quartile, median, upper quartile); one value is all three."""
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
+    return q[0], statistics.median(values), q[2]
+
+
 def machine() -> dict:
     import torch
 

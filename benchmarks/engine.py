@@ -14,7 +14,7 @@ import torch
 import spec_tracing
 from spec_tracing.reference.engine import Engine, demo_prompts
 
-from .common import ReceiverProcess, otlp_env
+from .common import ReceiverProcess, otlp_env, spread
 
 ENGINE_CPU = 0
 CORES = frozenset(os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else ())
@@ -95,7 +95,7 @@ def _run(traced: bool, requests: int, new_tokens: int, threads: dict | None = No
 
 
 def _quartiles(values: list[float]) -> list[float]:
-    q1, _, q3 = statistics.quantiles(values, n=4)
+    q1, _, q3 = spread(values)
     return [q1, q3]
 
 

@@ -15,7 +15,7 @@ import spec_tracing
 from spec_tracing import ReqTimeStats, RequestStage, set_time_batch, trace_stage
 from spec_tracing.semconv import SpanAttr
 
-from .common import median_of
+from .common import median_of, spread
 
 
 class _Batch:
@@ -85,9 +85,8 @@ def bench_disabled(quick: bool) -> dict:
             ns[k].append(timers[k].timeit(n) / n * 1e9)
 
     def ratio(k: str, base: str) -> tuple[float, list[float]]:
-        rs = [a / b for a, b in zip(ns[k], ns[base], strict=True)]
-        q = statistics.quantiles(rs, n=4)
-        return statistics.median(rs), [q[0], q[2]]
+        q1, median, q3 = spread([a / b for a, b in zip(ns[k], ns[base], strict=True)])
+        return median, [q1, q3]
 
     hook_ratio, hook_q = ratio("hook", "bare")
     stb_ratio, stb_q = ratio("stb", "bare3")
@@ -152,9 +151,7 @@ def _measure(n: int, tracer, quick: bool) -> dict:
         recorder.flush(30)
         return cost
 
-    per_step = [block() for _ in range(blocks)]
-    q = statistics.quantiles(per_step, n=4)
-    ours_s = statistics.median(per_step)
+    q1, ours_s, q3 = spread([block() for _ in range(blocks)])
     spec_tracing.shutdown()
     contexts = [
         set_span_in_context(NonRecordingSpan(SpanContext(i + 1, i + 1, False, TraceFlags(1))))
@@ -164,7 +161,7 @@ def _measure(n: int, tracer, quick: bool) -> dict:
     base_s = median_of(lambda: _sglang_like(tracer, batch, contexts, base_steps), repeats)
     return {
         "ours_us": ours_s * 1e6,
-        "ours_us_quartiles": [q[0] * 1e6, q[2] * 1e6],
+        "ours_us_quartiles": [q1 * 1e6, q3 * 1e6],
         "baseline_us": base_s * 1e6,
         "ours_over_baseline": ours_s / base_s,
     }

@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "instr
 
 from vllm_server import Server, build_model  # noqa: E402
 
-from .common import ReceiverProcess, cpu_s, exporters_cpu_s, tree_cpu_s  # noqa: E402
+from .common import ReceiverProcess, cpu_s, exporters_cpu_s, spread, tree_cpu_s  # noqa: E402
 
 REQUESTS, CONCURRENCY, TOKENS = 32, 4, 128
 IDLE_REQUESTS, IDLE_TOKENS = 16, 2
@@ -78,11 +78,6 @@ def _load(server: Server) -> tuple[float, float, float]:
         t.join()
     elapsed = time.perf_counter() - start
     return REQUESTS * TOKENS / elapsed, statistics.median(ttfts), _idle_ttft(server)
-
-
-def _quartiles(values: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(values, n=4) if len(values) > 1 else values * 3
-    return q[0], statistics.median(values), q[2]
 
 
 def _generation(model_dir: str, traced: list[str], receiver, cycles: int, runs, cpu) -> None:
@@ -140,9 +135,9 @@ def main() -> None:
     for name, base in (("vllm+spec", "vllm"), ("vllm+spec", "off"), ("vllm", "off")):
         pairs = list(zip(runs[name], runs[base], strict=True))
         results[f"{name} / {base}"] = {
-            "tokens_per_s_ratio": _quartiles([a[0] / b[0] for a, b in pairs]),
-            "ttft_ratio_inverse": _quartiles([b[1] / a[1] for a, b in pairs]),
-            "idle_ttft_ratio_inverse": _quartiles([b[2] / a[2] for a, b in pairs]),
+            "tokens_per_s_ratio": spread([a[0] / b[0] for a, b in pairs]),
+            "ttft_ratio_inverse": spread([b[1] / a[1] for a, b in pairs]),
+            "idle_ttft_ratio_inverse": spread([b[2] / a[2] for a, b in pairs]),
         }
     # Each generation's own median: how much a fresh set of processes moves the figure.
     per_gen = [

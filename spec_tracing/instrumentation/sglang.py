@@ -159,8 +159,9 @@ def _make_forward(sglang_records_draft: bool):
             batch = args[0] if args else kwargs["batch"]
             reqs = [
                 st
-                for st, r in ((getattr(r, _STATS, None), r) for r in batch.reqs)
-                if st and not (sglang_records_draft and _sglang_trace_ctx(r))
+                for r in batch.reqs
+                if (st := getattr(r, _STATS, None))
+                and not (sglang_records_draft and _sglang_trace_ctx(r))
             ]
             hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
             extend = merged.get(_EXTEND)
