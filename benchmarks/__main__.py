@@ -12,7 +12,7 @@ from pathlib import Path
 from .common import machine
 from .engine import bench_engine
 from .export import bench_export
-from .hotpath import bench_disabled, bench_enabled
+from .hotpath import bench_disabled, bench_enabled, bench_sglang, bench_vllm_round
 from .memory import bench_memory
 
 
@@ -40,6 +40,15 @@ def _table(results: dict) -> str:
     lines.append(
         f"{'2. enabled: ours batch 256 / batch 1':<58}{e['batch256_over_batch1']:>13.2f}x  <= 2x"
     )
+    sg = results["sglang"]
+    for n in (1, 64, 256):
+        q1, q3 = sg[n]["us_quartiles"]
+        label = f"2. SGLang wrappers per decode step, batch {n}"
+        lines.append(f"{label:<58}{sg[n]['us']:>11.1f} us  (quartiles {q1:.1f}-{q3:.1f})")
+    v = results["vllm_round"]
+    q1, q3 = v["ns_quartiles"]
+    label = "2. vLLM make_spec_decoding_stats wrapper, per request"
+    lines.append(f"{label:<58}{v['ns_per_request']:>11.0f} ns  (quartiles {q1:.0f}-{q3:.0f})")
     label = (
         f"3. engine batch 64 tokens/s on/off ({g['tokens_per_s_on']:,.0f} / "
         f"{g['tokens_per_s_off']:,.0f})"
@@ -86,6 +95,8 @@ def main() -> None:
     results = {"machine": machine(), "quick": args.quick}
     results["disabled"] = bench_disabled(args.quick)
     results["enabled"] = bench_enabled(args.quick)
+    results["sglang"] = bench_sglang(args.quick)
+    results["vllm_round"] = bench_vllm_round(args.quick)
     results["engine"] = bench_engine(args.quick)
     results["export"] = bench_export(args.quick)
     results["memory"] = bench_memory(args.quick)

@@ -167,6 +167,157 @@ def _measure(n: int, tracer, quick: bool) -> dict:
     }
 
 
+class _SGLangReq:
+    """What spec-tracing's SGLang wrappers read on SGLang's Req (schedule_batch.Req)."""
+
+    def __init__(self, i: int):
+        self.rid = str(i)
+        self.spec_verify_ct = 0
+        self.finished_reason = None
+        self.is_retracted = False
+        self.time_stats = _Bare()  # SGLang's own ReqTimeStats; its trace_ctx is off
+        self._spec_tracing = ReqTimeStats(rid=self.rid)
+
+    def finished(self) -> bool:
+        return self.finished_reason is not None
+
+
+class _Bare:
+    trace_ctx = None
+
+
+class _SGLangWorker:
+    """An EAGLE v2 worker's attributes that the wrappers read."""
+
+    speculative_num_draft_tokens = 4
+    speculative_num_steps = 3
+
+
+def _sglang_step(n: int, blocks: int) -> tuple[float, float, float]:
+    """The scheduler thread's cost of spec-tracing's SGLang wrappers per decode step: the spec
+    worker's forward_batch_generation (draft and draft-extend stamps, on the draft worker as
+    EAGLE v2 has them) and the scheduler's process_batch_result_decode; the wrapped functions do
+    only what the wrappers rely on (stamp the stages, count the verify round)."""
+    from spec_tracing.instrumentation import sglang as seam
+
+    worker, draft_worker = _SGLangWorker(), _SGLangWorker()
+    worker._draft_worker = draft_worker
+    batch = _Batch(0)
+    batch.reqs = [_SGLangReq(i) for i in range(n)]
+    result = type("Result", (), {})()
+    result.num_correct_drafts_per_req_cpu = [i % 4 for i in range(n)]
+    draft, extend = seam._stamp_draft, seam._stamp(seam._EXTEND)
+
+    def forward(batch):
+        draft(lambda: None, draft_worker, (), {})
+        extend(lambda: None, draft_worker, (), {})
+        return result
+
+    def process(batch, result):
+        for req in batch.reqs:
+            req.spec_verify_ct += 1
+
+    def steps(k: int) -> float:
+        t = time.perf_counter()
+        for _ in range(k):
+            seam._forward_eagle(forward, worker, (batch,), {})
+            seam._process_decode(process, None, (batch, result), {})
+        return (time.perf_counter() - t) / k
+
+    def bare(k: int) -> float:
+        t = time.perf_counter()
+        for _ in range(k):
+            forward(batch)
+            process(batch, result)
+        return (time.perf_counter() - t) / k
+
+    recorder = spec_tracing.lifecycle._active.recorder
+    ours, base = [], []
+    for _ in range(blocks):  # as _measure: blocks of 5 steps, drained between them, untimed
+        with recorder._lock:
+            ours.append(steps(5))
+            base.append(bare(5))
+        recorder.flush(30)
+    return spread([a - b for a, b in zip(ours, base, strict=True)])
+
+
+def bench_sglang(quick: bool) -> dict:
+    """2. Tracing on at level 3: spec-tracing's SGLang wrappers per decode step, on the
+    scheduler's thread (what they add to the wrapped calls)."""
+    spec_tracing.enable(exporter="none", export_process=False, metrics=False, level=3)
+    try:
+        out = {}
+        for n in (1, 64, 256):
+            q1, med, q3 = _sglang_step(n, 200 if quick else 1000)
+            out[n] = {"us": med * 1e6, "us_quartiles": [q1 * 1e6, q3 * 1e6]}
+    finally:
+        spec_tracing.shutdown()
+    out["batch256_over_batch1"] = out[256]["us"] / out[1]["us"]
+    return out
+
+
+class _VLLMScheduler:
+    """vLLM's Scheduler.make_spec_decoding_stats, its signature and a body of its size."""
+
+    log_stats = False
+
+    def make_spec_decoding_stats(
+        self,
+        spec_decoding_stats,
+        num_draft_tokens,
+        num_accepted_tokens,
+        num_invalid_spec_tokens,
+        request_id,
+    ):
+        if not self.log_stats or not num_draft_tokens:
+            return None
+        return spec_decoding_stats
+
+
+def bench_vllm_round(quick: bool) -> dict:
+    """2. Tracing on: what spec-tracing adds to vLLM's per-request accounting call
+    (make_spec_decoding_stats, once per request with drafts per step) on EngineCore's thread,
+    as installed on vLLM's Scheduler (WrapTable), per request of a batch of 256."""
+    from spec_tracing.instrumentation import vllm as seam
+    from spec_tracing.instrumentation._wrapping import Inline, WrapTable
+
+    class Traced(_VLLMScheduler):
+        pass
+
+    table = WrapTable(
+        lambda: [(Traced, "make_spec_decoding_stats", Inline(seam._make_spec_decoding_stats))]
+    )
+    table.wrap()
+    ids = [f"r{i}" for i in range(256)]
+    spec_tracing.enable(exporter="none", export_process=False, metrics=False, level=3)
+    seam._requests.update({rid: ReqTimeStats(rid=rid) for rid in ids})
+
+    def step(scheduler) -> float:
+        seam._round = ([], [], [])
+        t = time.perf_counter()
+        for rid in ids:
+            scheduler.make_spec_decoding_stats(
+                None,
+                num_draft_tokens=3,
+                num_accepted_tokens=1,
+                num_invalid_spec_tokens=None,
+                request_id=rid,
+            )
+        elapsed = time.perf_counter() - t
+        seam._round = None
+        return elapsed
+
+    try:
+        plain, traced = _VLLMScheduler(), Traced()
+        added = [step(traced) - step(plain) for _ in range(300 if quick else 2000)]
+    finally:
+        table.unwrap()
+        seam._requests.clear()
+        spec_tracing.shutdown()
+    q1, med, q3 = spread(added)
+    return {"ns_per_request": med / 256 * 1e9, "ns_quartiles": [q1 / 256 * 1e9, q3 / 256 * 1e9]}
+
+
 def bench_enabled(quick: bool) -> dict:
     """2. Tracing on at level 3: the engine thread's cost of one decode step's tracing."""
     provider = TracerProvider()

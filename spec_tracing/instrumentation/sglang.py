@@ -38,6 +38,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
 from .. import lifecycle
 from ..record import hotpath
+from ..record.compactor import STATS_ATTR
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
 from ..stages import RequestStage
@@ -47,15 +48,25 @@ from .auto import enable_from_environment
 logger = logging.getLogger(__name__)
 
 SUPPORTED = ("sglang >= 0.5.23, < 0.6",)
-_STATS = "_spec_tracing"  # our ReqTimeStats on SGLang's Req
+_STATS = STATS_ATTR  # our ReqTimeStats on SGLang's Req (SGLang's own is its time_stats)
 _TIMES = "_spec_tracing_times"  # (draft start, draft end, verify end) on the batch result
 
 
+# Set once a request SGLang traces itself is seen: from then on the NGRAM draft's requests are
+# sorted per step (SGLang records that slice itself for those); until then the batch goes whole.
+_sglang_traces_requests = False
+
+
 def _req_init(wrapped, instance, args, kwargs):
+    global _sglang_traces_requests
     wrapped(*args, **kwargs)
     try:
+        # None until traced: the recorder skips requests created while tracing was off.
+        setattr(instance, _STATS, None)
         enable_from_environment()
         if hotpath.LEVEL:
+            if _sglang_trace_ctx(instance) is not None:
+                _sglang_traces_requests = True
             carrier = _sglang_trace(instance)
             setattr(instance, _STATS, ReqTimeStats(rid=instance.rid, carrier=carrier))
     except Exception:
@@ -156,14 +167,13 @@ def _make_forward(sglang_records_draft: bool):
             verify = merged.get(_VERIFY) or (draft[1], end)
             attrs, width = _attrs(instance)
             setattr(result, _TIMES, (verify, width, attrs))
-            batch = args[0] if args else kwargs["batch"]
-            reqs = [
-                st
-                for r in batch.reqs
-                if (st := getattr(r, _STATS, None))
-                and not (sglang_records_draft and _sglang_trace_ctx(r))
-            ]
-            hotpath.record_batch_stage(reqs, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
+            # SGLang's requests as they are: the recorder finds our stats on them, off this
+            # thread (the scheduler's), and one copy serves both stages.
+            reqs = tuple((args[0] if args else kwargs["batch"]).reqs)
+            drafted = reqs
+            if sglang_records_draft and _sglang_traces_requests:
+                drafted = tuple(r for r in reqs if not _sglang_trace_ctx(r))
+            hotpath.record_batch_stage(drafted, RequestStage.SPEC_DRAFT, *draft, attrs=attrs)
             extend = merged.get(_EXTEND)
             if extend is not None:
                 hotpath.record_batch_stage(
@@ -197,19 +207,24 @@ def _attrs(worker) -> tuple[dict, int | None]:
 def _process_decode(wrapped, instance, args, kwargs):
     if not hotpath.LEVEL:
         return wrapped(*args, **kwargs)
-    batch = args[0] if args else kwargs["batch"]
-    result = args[1] if len(args) > 1 else kwargs["result"]
     try:
-        before = [r.spec_verify_ct for r in batch.reqs]
+        batch = args[0] if args else kwargs["batch"]
+        reqs = tuple(batch.reqs)
+        before = [r.spec_verify_ct for r in reqs]
     except Exception:
-        before = None
+        reqs = None
     out = wrapped(*args, **kwargs)
+    if reqs is None:
+        return out
     try:
-        _record_verify(instance, batch, result, before)
+        result = args[1] if len(args) > 1 else kwargs["result"]
+        _record_verify(reqs, result, before)
+        # finished() is `finished_reason is not None`; read inline, it is ~5x cheaper a request.
+        done = [r for r in reqs if r.finished_reason is not None]
         ended = False
-        for req in batch.reqs:
+        for req in done:
             stats = getattr(req, _STATS, None)
-            if stats is not None and req.finished() and not stats.finished:
+            if stats is not None and not stats.finished:
                 _end(req, stats)
                 ended = True
         if ended:
@@ -221,24 +236,26 @@ def _process_decode(wrapped, instance, args, kwargs):
     return out
 
 
-def _record_verify(scheduler, batch, result, before) -> None:
+def _record_verify(reqs: tuple, result, before: list) -> None:
+    """The verify event for the requests SGLang counted this round (spec_verify_ct went up by
+    one), with their accepted drafts. Per request, only counters are read here (the scheduler's
+    thread); the recorder finds our stats on the requests."""
     times = getattr(result, _TIMES, None)
     correct = getattr(result, "num_correct_drafts_per_req_cpu", None)
-    if times is None or correct is None or before is None:
+    if times is None or correct is None:
         return
     (verify_start, verify_end), width, attrs = times
-    reqs, accepted = [], []
-    for i, req in enumerate(batch.reqs):
-        stats = getattr(req, _STATS, None)
-        if stats is not None and req.spec_verify_ct > before[i]:  # SGLang counted this round
-            reqs.append(stats)
-            accepted.append(correct[i])
+    after = [r.spec_verify_ct for r in reqs]
+    if sum(after) - sum(before) != len(reqs):  # some were not counted (finished, retracted)
+        counted = [i for i, (a, b) in enumerate(zip(after, before, strict=True)) if a > b]
+        reqs = tuple(reqs[i] for i in counted)
+        correct = [correct[i] for i in counted]
     if not reqs:
         return
     # SGLang's spec_num_proposed_drafts: speculative_num_draft_tokens - 1 per round.
     proposed = width - 1 if width else None
     hotpath.record_batch_stage(
-        reqs, RequestStage.SPEC_VERIFY, verify_start, verify_end, accepted, proposed, attrs
+        reqs, RequestStage.SPEC_VERIFY, verify_start, verify_end, correct, proposed, attrs
     )
 
 

@@ -108,8 +108,22 @@ def clean_attributes(attrs: Any) -> tuple[dict, int]:
     return out, bad
 
 
-def _time_stats(req: Any) -> ReqTimeStats | None:
-    stats = req if isinstance(req, ReqTimeStats) else getattr(req, "time_stats", None)
+# Where an engine whose own `time_stats` is taken (SGLang) keeps a request's ReqTimeStats. None
+# there marks a request created while tracing was off: it has no trace, and is skipped without
+# a count, so an engine can pass its whole batch and leave the sorting to this thread.
+STATS_ATTR = "_spec_tracing"
+_UNTRACED = object()
+
+
+def _time_stats(req: Any) -> Any:
+    """The request's ReqTimeStats; _UNTRACED; or None when it has neither (bad input)."""
+    if isinstance(req, ReqTimeStats):
+        return req
+    stats = getattr(req, STATS_ATTR, _UNTRACED)
+    if stats is None:
+        return _UNTRACED
+    if stats is _UNTRACED:
+        stats = getattr(req, "time_stats", None)
     return stats if isinstance(stats, ReqTimeStats) else None
 
 
@@ -161,7 +175,7 @@ class Materializer:
             st = _time_stats(req)
             if st is None:
                 missing.append(req)
-            else:
+            elif st is not _UNTRACED:
                 stats.append(st)
                 keep.append(i)
         resolved = (stats, keep, missing, _handles(stats))
@@ -181,7 +195,7 @@ class Materializer:
         kind, stage, t0, t1, reqs, accepted, proposed, attrs = event
         if kind == FINISH:
             st = _time_stats(reqs[0])
-            if st is None:
+            if st is None or st is _UNTRACED:
                 raise InvalidEvent(f"request {reqs[0]!r:.60} has no ReqTimeStats")
             self._finish(st, t0, attrs or {}, out)
             return

@@ -13,6 +13,7 @@ from spec_tracing import (
     ReqTimeStats,
     RequestStage,
     instrument_method,
+    record_batch_stage,
     set_spec_verify_end_time_batch,
     set_time_batch,
     set_trace_level,
@@ -211,6 +212,40 @@ def test_bare_req_time_stats_are_accepted_as_batch_members(spec_spans):
     now = time.perf_counter()
     spec_tracing.record_batch_stage(stats, RequestStage.SPEC_DRAFT, now - 0.01, now)
     assert len(spec_spans.spans("spec_draft")) == 2
+
+
+class _EngineReq:
+    """A request of an engine whose own `time_stats` is not ours (SGLang's Req)."""
+
+    def __init__(self, rid, traced: bool):
+        self.time_stats = object()
+        self._spec_tracing = ReqTimeStats(rid=rid) if traced else None
+
+
+def test_engine_requests_carry_stats_at_spec_tracing_and_untraced_ones_are_skipped(spec_spans):
+    # An engine passes its whole batch: requests created while tracing was off (None there)
+    # are skipped without a count, and the counts of the others stay theirs.
+    reqs = [_EngineReq("a", True), _EngineReq("b", False), _EngineReq("c", True)]
+    now = time.perf_counter()
+    record_batch_stage(reqs, RequestStage.SPEC_DRAFT, now - 0.02, now - 0.01)
+    record_batch_stage(reqs, RequestStage.SPEC_VERIFY, now - 0.01, now, [1, 2, 3], 4)
+    for req in reqs[::2]:
+        req._spec_tracing.finish()
+    spec_tracing.flush()
+    assert len(spec_spans.spans("spec_draft")) == 2
+    verify = {
+        s.attributes[SpanAttr.ACCEPTED_TOKENS]: s.attributes[SpanAttr.BATCH_SIZE]
+        for s in spec_spans.spans("spec_verify")
+    }
+    assert verify == {1: 3, 3: 3}  # b's count (2) went nowhere; the batch held three
+    assert sorted(r.attributes[SpanAttr.TOTAL_ACCEPTED] for r in spec_spans.roots()) == [1, 3]
+    assert spec_tracing.stats()["invalid_events"] == 0
+    # Neither ours at `_spec_tracing` nor at `time_stats`: bad input, counted.
+    odd = _EngineReq("d", True)
+    del odd._spec_tracing
+    record_batch_stage([odd], RequestStage.SPEC_DRAFT, now - 0.01, now)
+    spec_tracing.flush()
+    assert spec_tracing.stats()["invalid_events"] == 1
 
 
 def test_per_request_setters_and_trace_slice(spec_spans):
