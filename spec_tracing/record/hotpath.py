@@ -163,7 +163,8 @@ def record_batch_stage(
 ) -> None:
     """Record that `stage` ran from start_ts to end_ts for every request in `reqs`.
 
-    `reqs` holds engine request objects with `.time_stats` or bare ReqTimeStats. `accepted` and
+    `reqs` holds engine request objects with our ReqTimeStats at `.time_stats` (or at
+    `._spec_tracing`, None there for an untraced request), or bare ReqTimeStats. `accepted` and
     `proposed` are per-request counts (list, tuple or tensor) or one int for all; `attrs` are
     attributes shared by the whole batch.
     """
