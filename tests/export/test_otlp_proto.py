@@ -13,6 +13,7 @@ from spec_tracing.export import sdk_private
 from spec_tracing.export.otlp_proto import OtlpEncoder
 from spec_tracing.export.sdk_spans import SpanBuilder
 from spec_tracing.semconv import INSTRUMENTATION_SCOPE, SpanAttr
+from spec_tracing.testing.otlp_receiver import OtlpReceiver
 from spec_tracing.wire import ROOT_RECORD, STAGE_RECORD
 
 ids64 = st.integers(1, 2**64 - 1)
@@ -86,6 +87,31 @@ def test_exporters_built_here_take_pre_encoded_spans():
             assert sdk_private.accepts_encoded(exporter)
         finally:
             exporter.shutdown()
+
+
+def test_the_grpc_exporter_sends_encoded_bytes_as_they_are_and_sdk_spans_as_before():
+    record = (STAGE_RECORD, "spec_verify", {"k": 1},
+              [(5, 7, 1.0, 2.0, 3, 2, 4), (6, 8, 1.0, 2.0, 0, 1, 4)])  # fmt: skip
+    encoder = OtlpEncoder({"service.name": "svc"}, INSTRUMENTATION_SCOPE, "1")
+    payload = encoder.request(encoder.spans([record]))
+    assert sdk_private._request_bytes(payload) is payload  # not parsed and serialized again
+    with OtlpReceiver("grpc") as receiver:
+        exporter = sdk_private.grpc_exporter_class()(endpoint=receiver.endpoint, insecure=True)
+        try:
+            assert exporter._translate_data(sdk_private.EncodedSpans(payload, 2)) is payload
+            assert exporter.export(sdk_private.EncodedSpans(payload, 2)).name == "SUCCESS"
+            sdk_spans = SpanBuilder(Resource.create({"service.name": "svc"}), "1").build([record])
+            assert exporter.export(sdk_spans).name == "SUCCESS"
+            # What the SDK does after an UNAVAILABLE error: the new client passes bytes too.
+            exporter._initialize_channel_and_stub()
+            assert exporter.export(sdk_private.EncodedSpans(payload, 2)).name == "SUCCESS"
+        finally:
+            exporter.shutdown()
+        spans = receiver.wait_for_spans(6)
+    assert len(spans) == 6
+    assert sorted((int(s.trace_id, 16), s.attributes["accepted_tokens"]) for s in spans) == [
+        (5, 2), (5, 2), (5, 2), (6, 1), (6, 1), (6, 1)
+    ]  # fmt: skip
 
 
 def test_a_provider_without_the_processor_hook_gets_an_error_naming_the_sdk():
