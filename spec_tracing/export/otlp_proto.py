@@ -210,6 +210,12 @@ class OtlpEncoder:
         return out
 
     def request(self, spans: list[bytes]) -> bytes:
-        """An ExportTraceServiceRequest holding the encoded spans."""
-        scope_spans = _field(2, self._scope + b"".join(spans))
-        return _field(1, self._resource + scope_spans)
+        """An ExportTraceServiceRequest holding the encoded spans: one resource_spans (field 1)
+        of the resource and one scope_spans (field 2). Joined once: nesting _field calls
+        copied the whole ~1 MB payload at each level."""
+        scope_len = len(self._scope) + sum(map(len, spans))
+        scope_head = b"\x12" + _varint(scope_len)
+        resource_len = len(self._resource) + len(scope_head) + scope_len
+        return b"".join(
+            (b"\x0a", _varint(resource_len), self._resource, scope_head, self._scope, *spans)
+        )
