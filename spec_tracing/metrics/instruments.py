@@ -91,6 +91,7 @@ class SpecMetrics:
             MetricName.NUM_DRAFT_TOKENS, "{token}", "Tokens scored per verify (width + 1)"
         )
         self._widths: dict[str, tuple] = {}
+        self._keys: dict = {}  # worker -> _SeriesKeys
         if stats_source is not None:
             for name, key, unit, doc in (
                 (MetricName.DROPPED_EVENTS, "dropped_events", "{event}",
@@ -118,9 +119,14 @@ class SpecMetrics:
 
     def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
         """One verify event: per-request accepted and proposed drafts (None: unknown, the
-        round then counts for accept_length only) of the same batch."""
+        round then counts for accept_length only) of the same batch. Runs on the recorder's
+        thread once per verify batch: series keys are built once per worker and count."""
         worker = batch_attrs.get(SpanAttr.WORKER)
-        attrs = (("worker", str(worker)),) if worker is not None else ()
+        keys = self._keys.get(worker)
+        if keys is None:
+            keys = self._keys[worker] = _SeriesKeys(
+                (("worker", str(worker)),) if worker is not None else ()
+            )
         n = len(accepted)
         total_accepted = sum(accepted)
         if None in proposed:  # rounds of unknown width count for accept_length only
@@ -130,29 +136,29 @@ class SpecMetrics:
             proposed_sum, accepted_known = sum(proposed), total_accepted
         by_count = Counter(accepted)
         # Position i was accepted in every round that accepted more than i drafts.
-        positions: Counter = Counter()
-        for a, rounds in by_count.items():
-            for position in range(a):
-                positions[position] += rounds
-        adds = [
-            (MetricName.VERIFY_ROUNDS, attrs, n),
-            (MetricName.PROPOSED, attrs, proposed_sum),
-            (MetricName.ACCEPTED, attrs, accepted_known),
-            (MetricName.EMITTED, attrs, total_accepted + n),
-        ]
-        adds += [
-            (MetricName.ROUNDS_BY_ACCEPTED, _with(attrs, "accepted", a), rounds)
-            for a, rounds in by_count.items()
-        ]
-        adds += [
-            (MetricName.ACCEPTED_PER_POSITION, _with(attrs, "position", position), count)
-            for position, count in positions.items()
-        ]
-        totals = self._totals
+        positions, rounds_above = [], 0
+        for count in range(max(by_count), 0, -1):
+            rounds_above += by_count.get(count, 0)
+            positions.append(rounds_above)
+        positions.reverse()
+        totals, base = self._totals, keys.base
         with self._lock:
-            for name, key, value in adds:
+            for name, value in (
+                (MetricName.VERIFY_ROUNDS, n),
+                (MetricName.PROPOSED, proposed_sum),
+                (MetricName.ACCEPTED, accepted_known),
+                (MetricName.EMITTED, total_accepted + n),
+            ):
                 series = totals[name]
-                series[key] = series.get(key, 0) + value
+                series[base] = series.get(base, 0) + value
+            series = totals[MetricName.ROUNDS_BY_ACCEPTED]
+            for a, rounds in by_count.items():
+                key = keys.of("accepted", a)
+                series[key] = series.get(key, 0) + rounds
+            series = totals[MetricName.ACCEPTED_PER_POSITION]
+            for position, count in enumerate(positions):
+                key = keys.of("position", position)
+                series[key] = series.get(key, 0) + count
         self.set_width(
             str(worker) if worker is not None else "",
             batch_attrs.get(SpanAttr.NUM_STEPS),
@@ -204,6 +210,20 @@ def acceptance_from(metrics_data) -> Acceptance:
 
 def _with(attrs: tuple, key: str, value) -> tuple:
     return tuple(sorted((*attrs, (key, value))))
+
+
+class _SeriesKeys:
+    """A worker's series keys (sorted attribute items), made once per label value."""
+
+    def __init__(self, base: tuple):
+        self.base = base
+        self._made: dict[tuple, tuple] = {}
+
+    def of(self, label: str, value) -> tuple:
+        key = self._made.get((label, value))
+        if key is None:
+            key = self._made[(label, value)] = _with(self.base, label, value)
+        return key
 
 
 def _stat(stats_source, key: str) -> list[tuple[tuple, int]]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
+from ..acceptance import add_rounds
 from ..semconv import SpanAttr
 from ..stages import RequestStage
 from ..wire import END, FINISH, SLICE, START
@@ -116,14 +117,16 @@ _UNTRACED = object()
 
 
 def _time_stats(req: Any) -> Any:
-    """The request's ReqTimeStats; _UNTRACED; or None when it has neither (bad input)."""
+    """The request's ReqTimeStats (itself, at .time_stats, or at ._spec_tracing); _UNTRACED;
+    or None when it has none (bad input)."""
     if isinstance(req, ReqTimeStats):
         return req
-    stats = getattr(req, STATS_ATTR, _UNTRACED)
+    stats = getattr(req, "time_stats", None)
+    if isinstance(stats, ReqTimeStats):
+        return stats
+    stats = getattr(req, STATS_ATTR, _UNTRACED)  # a missing attribute fails the check below
     if stats is None:
         return _UNTRACED
-    if stats is _UNTRACED:
-        stats = getattr(req, "time_stats", None)
     return stats if isinstance(stats, ReqTimeStats) else None
 
 
@@ -172,7 +175,10 @@ class Materializer:
                 return last[1]
         stats, keep, missing = [], [], []
         for i, req in enumerate(reqs):
-            st = _time_stats(req)
+            # The usual cases inline (a call per request costs as much as the rest).
+            st = req if type(req) is ReqTimeStats else getattr(req, "time_stats", None)
+            if type(st) is not ReqTimeStats:
+                st = _time_stats(req)
             if st is None:
                 missing.append(req)
             elif st is not _UNTRACED:
@@ -235,8 +241,7 @@ class Materializer:
                 acc = [acc[j] for j in good]
                 prop = [prop[j] for j in good]
                 handles = _handles(stats)
-            for st, a, p in zip(stats, acc, prop, strict=True):
-                st.acceptance.add(a, p)
+            add_rounds([st.acceptance for st in stats], acc, prop)
             if self.metrics is not None and acc:  # every request counts, sampled or not
                 self.metrics.record_verify(acc, prop, batch_attrs)
         else:
