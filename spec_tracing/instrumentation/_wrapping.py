@@ -21,9 +21,9 @@ def tracing_requested() -> bool:
 
 class Inline:
     """A WrapTable row's wrapper given as `make(original) -> function or None` (None: leave it
-    unwrapped), installed as a plain
-    function: for a method an engine calls once per request per step, where a wrapt proxy (bound
-    anew on each attribute access) costs ~0.7 us a call, most of what the wrapper adds."""
+    unwrapped), installed as a plain function: for a method an engine calls once per request
+    per step, where a wrapt proxy (bound anew on each attribute access) costs ~0.7 us a call,
+    most of what the wrapper adds."""
 
     def __init__(self, make: Callable[[Callable], Callable]):
         self.make = make

@@ -208,41 +208,46 @@ def _process_decode(wrapped, instance, args, kwargs):
     if not hotpath.LEVEL:
         return wrapped(*args, **kwargs)
     try:
-        batch = args[0] if args else kwargs["batch"]
-        reqs = tuple(batch.reqs)
+        reqs = tuple((args[0] if args else kwargs["batch"]).reqs)
+    except Exception:
+        reqs = ()
+    try:
         before = [r.spec_verify_ct for r in reqs]
     except Exception:
-        reqs = None
+        before = None  # no verify event; finished requests still end below
     out = wrapped(*args, **kwargs)
-    if reqs is None:
-        return out
     try:
-        result = args[1] if len(args) > 1 else kwargs["result"]
-        _record_verify(reqs, result, before)
-        # finished() is `finished_reason is not None`; read inline, it is ~5x cheaper a request.
-        done = [r for r in reqs if r.finished_reason is not None]
-        ended = False
-        for req in done:
-            stats = getattr(req, _STATS, None)
-            if stats is not None and not stats.finished:
-                _end(req, stats)
-                ended = True
-        if ended:
-            # SGLang's Engine.shutdown() kills the scheduler right after the last response:
-            # let finished requests leave this process now, not at the next drain.
-            lifecycle.drain_soon()
+        _record_verify(reqs, args[1] if len(args) > 1 else kwargs["result"], before)
     except Exception:
         logger.debug("spec-tracing: verify not recorded", exc_info=True)
+    try:
+        _end_finished(reqs)
+    except Exception:
+        logger.debug("spec-tracing: request ends not recorded", exc_info=True)
     return out
 
 
-def _record_verify(reqs: tuple, result, before: list) -> None:
+def _end_finished(reqs: tuple) -> None:
+    # finished() is `finished_reason is not None`; read inline, it is ~5x cheaper a request.
+    ended = False
+    for req in [r for r in reqs if r.finished_reason is not None]:
+        stats = getattr(req, _STATS, None)
+        if stats is not None and not stats.finished:
+            _end(req, stats)
+            ended = True
+    if ended:
+        # SGLang's Engine.shutdown() kills the scheduler right after the last response: let
+        # finished requests leave this process now, not at the next drain.
+        lifecycle.drain_soon()
+
+
+def _record_verify(reqs: tuple, result, before: list | None) -> None:
     """The verify event for the requests SGLang counted this round (spec_verify_ct went up by
     one), with their accepted drafts. Per request, only counters are read here (the scheduler's
     thread); the recorder finds our stats on the requests."""
     times = getattr(result, _TIMES, None)
     correct = getattr(result, "num_correct_drafts_per_req_cpu", None)
-    if times is None or correct is None:
+    if times is None or correct is None or before is None:
         return
     (verify_start, verify_end), width, attrs = times
     after = [r.spec_verify_ct for r in reqs]
