@@ -174,12 +174,8 @@ class _SGLangReq:
         self.rid = str(i)
         self.spec_verify_ct = 0
         self.finished_reason = None
-        self.is_retracted = False
         self.time_stats = _Bare()  # SGLang's own ReqTimeStats; its trace_ctx is off
         self._spec_tracing = ReqTimeStats(rid=self.rid)
-
-    def finished(self) -> bool:
-        return self.finished_reason is not None
 
 
 class _Bare:

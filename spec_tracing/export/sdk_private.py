@@ -74,6 +74,10 @@ def http_exporter_class() -> type:
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
+# What GrpcExporter leans on, on an SDK OTLPSpanExporter instance.
+_GRPC_INTERNALS = ("_translate_data", "_initialize_channel_and_stub", "_stub", "_channel")
+
+
 def _request_bytes(request: Any) -> bytes:
     return request if type(request) is bytes else request.SerializeToString()
 
@@ -100,8 +104,7 @@ def grpc_exporter_class() -> type:
         # request only for gRPC to serialize it again took ~22% of the exporter's CPU.
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            needs = ("_translate_data", "_initialize_channel_and_stub", "_stub", "_channel")
-            self.accepts_encoded = all(hasattr(self, name) for name in needs)
+            self.accepts_encoded = all(hasattr(self, name) for name in _GRPC_INTERNALS)
             if self.accepts_encoded:
                 self._stub = bytes_stub
                 self._client = bytes_stub(self._channel)
@@ -136,12 +139,7 @@ def missing() -> list[str]:
     if not hasattr(getattr(http, "_client", None), "export"):
         gone.append("http OTLPSpanExporter._client.export")
     http.shutdown()
-    for name in ("_translate_data", "_initialize_channel_and_stub"):
-        if not hasattr(Grpc, name):
-            gone.append(f"grpc OTLPSpanExporter.{name}")
     grpc = Grpc()
-    for name in ("_stub", "_channel", "_client"):
-        if not hasattr(grpc, name):
-            gone.append(f"grpc OTLPSpanExporter.{name}")
+    gone += [f"grpc OTLPSpanExporter.{n}" for n in _GRPC_INTERNALS if not hasattr(grpc, n)]
     grpc.shutdown()
     return gone

@@ -208,10 +208,6 @@ def acceptance_from(metrics_data) -> Acceptance:
     )
 
 
-def _with(attrs: tuple, key: str, value) -> tuple:
-    return tuple(sorted((*attrs, (key, value))))
-
-
 class _SeriesKeys:
     """A worker's series keys (sorted attribute items), made once per label value."""
 
@@ -222,7 +218,7 @@ class _SeriesKeys:
     def of(self, label: str, value) -> tuple:
         key = self._made.get((label, value))
         if key is None:
-            key = self._made[(label, value)] = _with(self.base, label, value)
+            key = self._made[(label, value)] = tuple(sorted((*self.base, (label, value))))
         return key
 
 
