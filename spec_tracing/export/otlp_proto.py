@@ -10,10 +10,10 @@ SDK's OTLP exporters send it.
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Mapping
 
+from .. import ids
 from ..semconv import step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
@@ -159,7 +159,7 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
     name_field = _field(5, name.encode()) + _KIND_INTERNAL
     shared = b"".join(_key_value(k, v) for k, v in batch_attrs.items())
     offset, prefix, ids_of, fields_of = clock_offset_ns(), _SPAN_PREFIX, _request_ids, _step_fields
-    random_ids = random.randbytes(8 * len(rows))
+    random_ids = ids.randbytes(8 * len(rows))
     out = []
     last = (None, None, b"")
     for i, (trace_id, root_id, t0, t1, step, acc, prop) in enumerate(rows):

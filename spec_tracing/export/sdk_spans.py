@@ -15,13 +15,13 @@ Records:
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from .. import ids
 from ..semconv import INSTRUMENTATION_SCOPE, step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
@@ -68,7 +68,7 @@ class SpanBuilder:
             attrs = dict(batch_attrs)
             attrs.update(step_attributes(step, acc, prop))
             parent = SpanContext(trace_id, root_id, False, _SAMPLED)
-            span_id = random.getrandbits(64) or 1
+            span_id = ids.random_id(64)
             out.append(self._span(name, trace_id, span_id, parent, t0, t1, attrs))
 
     def _root(self, out: list, trace_id, span_id, parent, t0, t1, attrs, error) -> None:

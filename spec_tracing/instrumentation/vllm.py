@@ -39,13 +39,13 @@ import functools
 import inspect
 import logging
 import os
-import random
 from collections.abc import Collection
 from time import perf_counter
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 
+from ..ids import random_id
 from ..record import hotpath
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
@@ -183,7 +183,7 @@ def _headers_for(trace_headers) -> dict:
     will use, so that vLLM's llm_request and spec_request share one trace."""
     if trace_headers and "traceparent" in trace_headers:
         return dict(trace_headers)
-    trace_id, span_id = random.getrandbits(128) or 1, random.getrandbits(64) or 1
+    trace_id, span_id = random_id(128), random_id(64)
     return {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-01", _ROOT_MARK: "1"}
 
 

@@ -302,3 +302,114 @@ def test_interpreter_exit_returns_while_the_collector_black_holes(export_process
         assert "Traceback" not in out.stderr
     finally:
         hole.close()
+
+
+@pytest.mark.parametrize("what", ["create", "finish"])
+def test_shutdown_never_raises_while_other_threads_start_and_end_requests(what):
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads interleave inside shutdown's walk of open requests
+    try:
+        _shutdown_under_churn(what)
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def _shutdown_under_churn(what):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    for _ in range(5):
+        exporter = InMemorySpanExporter()
+        spec_tracing.enable(span_exporter=exporter, export_process=False, metrics=False)
+        reqs = [ReqTimeStats(rid=i) for i in range(20_000)]
+        stop = threading.Event()
+
+        def churn(reqs=reqs):
+            i = 0
+            while not stop.is_set() and reqs:
+                if what == "finish":
+                    reqs.pop().finish()
+                else:
+                    reqs.append(ReqTimeStats(rid=i))
+                i += 1
+
+        threads = [threading.Thread(target=churn, daemon=True) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        spec_tracing.shutdown(5000)  # raised RuntimeError: set changed size during iteration
+        stop.set()
+        for t in threads:
+            t.join(10)
+        roots = [s for s in exporter.get_finished_spans() if s.name == "spec_request"]
+        assert roots, "shutdown flushed nothing"
+
+
+def test_ids_do_not_follow_the_global_random_seed():
+    import random
+
+    def traceparent():
+        random.seed(0)
+        r = ReqTimeStats(rid="x")
+        return r.trace_id, r.span_id
+
+    spec_tracing.enable(span_exporter=_Discard(), export_process=False, metrics=False)
+    try:
+        assert traceparent() != traceparent()
+    finally:
+        spec_tracing.shutdown(0)
+
+
+def test_a_forked_child_draws_other_ids_than_its_parent():
+    from spec_tracing import ids
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out
+        os.write(write, ids.random_id(64).to_bytes(8, "big"))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert int.from_bytes(os.read(read, 8), "big") != ids.random_id(64)
+
+
+class _Discard:
+    def export(self, spans):
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self):
+        pass
+
+    def force_flush(self, timeout_millis=0):
+        return True
+
+
+_EXIT_WHILE_A_DAEMON_SERVES = """
+import sys, threading, spec_tracing
+from spec_tracing import ReqTimeStats
+sys.setswitchinterval(1e-5)
+spec_tracing.enable(exporter="file")
+open_reqs = [ReqTimeStats(rid=f"open{i}") for i in range(20000)]
+for i in range(500):
+    ReqTimeStats(rid=f"done{i}").finish()
+
+def serve():
+    i = 0
+    while True:
+        open_reqs.append(ReqTimeStats(rid=f"late{i}"))
+        i += 1
+
+threading.Thread(target=serve, daemon=True).start()
+"""
+
+
+def test_interpreter_exit_with_a_daemon_thread_serving_still_writes_finished_roots(tmp_path):
+    path = tmp_path / "spans.jsonl"
+    env = clean_env()
+    env.update(SPEC_TRACING_FILE=str(path), SPEC_TRACING_SHUTDOWN_TIMEOUT_MS="5000",
+               SPEC_TRACING_METRICS="false")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", _EXIT_WHILE_A_DAEMON_SERVES], env=env,
+                         timeout=60, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = path.read_text()
+    assert sum(text.count(f'"done{i}"') for i in range(500)) == 500
