@@ -274,8 +274,8 @@ def bench_vllm_round(quick: bool) -> dict:
     """2. Tracing on: what spec-tracing adds to vLLM's per-request accounting call
     (make_spec_decoding_stats, once per request with drafts per step) on EngineCore's thread,
     as installed on vLLM's Scheduler (WrapTable), per request of a batch of 256."""
-    from spec_tracing.instrumentation import vllm as seam
     from spec_tracing.instrumentation._wrapping import Inline, WrapTable
+    from spec_tracing.instrumentation.vllm import scheduler as seam
 
     class Traced(_VLLMScheduler):
         pass

@@ -259,7 +259,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the traces as JSON that Jaeger's UI accepts for upload (Search > JSON File)",
     )
     report.set_defaults(run=_report)
+    doctor = sub.add_parser(
+        "doctor",
+        help="list the installed engines, their versions and every seam spec-tracing wraps in "
+        "them (found or missing); starts no engine",
+    )
+    doctor.set_defaults(run=_doctor)
     return parser
+
+
+def _doctor(args) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

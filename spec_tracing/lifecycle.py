@@ -281,6 +281,16 @@ def add_record_listener(listener) -> None:
         _active.materializer.deliver = both
 
 
+# Engine integrations' own counters (e.g. vLLM's rounds timed by the scheduler): callables
+# returning {name: int}, merged into stats().
+_stats_sources: list = []
+
+
+def add_stats_source(source) -> None:
+    if source not in _stats_sources:
+        _stats_sources.append(source)
+
+
 def stats() -> dict[str, int]:
     """Counters of the plugin itself (see _stats_of)."""
     return _stats_of(_active)
@@ -308,6 +318,11 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
             consumer_errors=active.recorder.consumer_errors,
         )
         out.update(active.output.export_counts)
+    for source in _stats_sources:
+        try:
+            out.update(source())
+        except Exception:  # a counter is not worth an exception in the caller
+            pass
     return out
 
 

@@ -20,6 +20,9 @@ class SpanAttr:
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
     WORKER = "spec_decode.worker"
+    # Where a stage's times came from when not from the stage itself ("scheduler_step": the
+    # engine's step bounds, because the seam that times the stage is missing in this version).
+    TIMING = "spec_tracing.timing"
     ERROR_TYPE = "error.type"
 
     # On the request's root span.

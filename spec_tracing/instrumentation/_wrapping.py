@@ -6,8 +6,13 @@ Kept free of heavy imports: vllm_plugin.py reads `tracing_requested()` in every 
 from __future__ import annotations
 
 import functools
+import importlib
+import logging
 import os
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+logger = logging.getLogger(__name__)
 
 
 def tracing_requested() -> bool:
@@ -29,6 +34,31 @@ class Inline:
         self.make = make
 
 
+class Seam(NamedTuple):
+    """A table row named by import path, resolved when wrapping: `where` is "module:Class" (or
+    "module" for a module-level function), `stage` what is lost without it (for warnings and
+    `spec-tracing doctor`). A row that does not resolve costs only itself."""
+
+    where: str
+    name: str
+    wrapper: Callable | Inline
+    stage: str
+
+    @property
+    def label(self) -> str:
+        module, _, owner = self.where.partition(":")
+        return f"{module}.{owner + '.' if owner else ''}{self.name}"
+
+    def resolve(self) -> object:
+        module, _, owner = self.where.partition(":")
+        found = importlib.import_module(module)
+        for part in filter(None, owner.split(".")):
+            found = getattr(found, part)
+        if not hasattr(found, self.name):
+            raise AttributeError(f"{self.label} not found")
+        return found
+
+
 _ORIGINAL = "_spec_tracing_original"
 _MISSING = object()
 
@@ -38,30 +68,65 @@ class WrapTable:
     plain function) and undone exactly. A method already wrapped (by another instrumentor
     instance) is left alone, so a round is never traced twice."""
 
-    def __init__(self, targets: Callable[[], Iterable[tuple[type, str, Callable | Inline]]]):
+    def __init__(
+        self,
+        targets: Callable[[], Iterable[Seam | tuple[type, str, Callable | Inline]]],
+        engine: str = "",
+    ):
         self._targets = targets  # called at wrap time: the engine is imported only then
+        self.engine = engine  # named in the warning about missing seams
         # (owner, name, what vars(owner) held before: _MISSING if inherited, None for wrapt)
-        self._wrapped: list[tuple[type, str, object]] = []
+        self._wrapped: list[tuple[object, str, object]] = []
+        self.missing: list[tuple[Seam, str]] = []  # seams of the last wrap() that did not resolve
 
     def wrap(self) -> None:
+        missing = []
+        for row in self._targets():
+            if isinstance(row, Seam):
+                try:
+                    owner = row.resolve()
+                except Exception as exc:  # this seam's stage only; the others still wrap
+                    missing.append((row, f"{type(exc).__name__}: {exc}"))
+                    continue
+                self.wrap_one(owner, row.name, row.wrapper)
+            else:
+                self.wrap_one(*row)
+        if missing and missing != self.missing:
+            logger.warning(
+                "spec-tracing: %s: seams not found, so these stages are not timed where that "
+                "code would run: %s",
+                self.engine or "engine",
+                "; ".join(f"{seam.label} ({seam.stage})" for seam, _ in missing),
+            )
+        self.missing = missing
+
+    def wrap_one(self, owner: object, name: str, wrapper: Callable | Inline) -> bool:
+        """Wrap one attribute (also for classes known only at run time); False when it was
+        already wrapped or the Inline row declined."""
         import wrapt
 
-        for owner, name, wrapper in self._targets():
-            current = vars(owner).get(name)
-            if isinstance(current, wrapt.ObjectProxy) or hasattr(current, _ORIGINAL):
-                continue
-            if isinstance(wrapper, Inline):
-                original = getattr(owner, name)
-                replacement = wrapper.make(original)
-                if replacement is None:  # make() declined (and said why)
-                    continue
-                functools.update_wrapper(replacement, original)
-                setattr(replacement, _ORIGINAL, original)
-                self._wrapped.append((owner, name, vars(owner).get(name, _MISSING)))
-                setattr(owner, name, replacement)
-            else:
-                wrapt.wrap_function_wrapper(owner, name, wrapper)
-                self._wrapped.append((owner, name, None))
+        current = vars(owner).get(name)
+        # wrapt 2's FunctionWrapper is a BaseObjectProxy and no longer an ObjectProxy: checking
+        # only the latter let a second instrumentor wrap a method again.
+        proxy = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
+        if isinstance(current, proxy) or hasattr(current, _ORIGINAL):
+            return False
+        if isinstance(wrapper, Inline):
+            original = getattr(owner, name)
+            replacement = wrapper.make(original)
+            if replacement is None:  # make() declined (and said why)
+                return False
+            functools.update_wrapper(replacement, original)
+            setattr(replacement, _ORIGINAL, original)
+            self._wrapped.append((owner, name, vars(owner).get(name, _MISSING)))
+            setattr(owner, name, replacement)
+        else:
+            wrapt.wrap_function_wrapper(owner, name, wrapper)
+            self._wrapped.append((owner, name, None))
+        return True
+
+    def is_wrapped(self, owner: object, name: str) -> bool:
+        return any(o is owner and n == name for o, n, _ in self._wrapped)
 
     def unwrap(self) -> None:
         from opentelemetry.instrumentation.utils import unwrap

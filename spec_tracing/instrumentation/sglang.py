@@ -42,12 +42,12 @@ from ..record.compactor import STATS_ATTR
 from ..record.request_trace import ReqTimeStats
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from ._wrapping import WrapTable
+from ._wrapping import Seam, WrapTable
 from .auto import enable_from_environment
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED = ("sglang >= 0.5.23, < 0.6",)
+SUPPORTED = ("sglang >= 0.5.18, < 0.6",)
 _STATS = STATS_ATTR  # our ReqTimeStats on SGLang's Req (SGLang's own is its time_stats)
 _TIMES = "_spec_tracing_times"  # (draft start, draft end, verify end) on the batch result
 
@@ -285,37 +285,47 @@ def _engine_shutdown(wrapped, instance, args, kwargs):
     return wrapped(*args, **kwargs)
 
 
-def _targets():
-    from sglang.srt.managers.schedule_batch import Req
-    from sglang.srt.managers.scheduler_components.batch_result_processor import (
-        SchedulerBatchResultProcessor,
-    )
-    from sglang.srt.speculative.eagle_worker_v2 import EagleDraftWorker, EAGLEWorkerV2
-    from sglang.srt.speculative.multi_layer_eagle_worker_v2 import (
-        MultiLayerEagleDraftWorker,
-        MultiLayerEagleWorkerV2,
-    )
-    from sglang.srt.speculative.ngram_worker import NGRAMWorker
+_SPEC = "sglang.srt.speculative"
 
+
+def _targets():
     # StandaloneWorkerV2 / StandaloneDraftWorker subclass the EAGLE v2 classes without
     # overriding these methods: wrapping the base classes covers them.
     eagle = []
     for worker, draft_worker in (
-        (EAGLEWorkerV2, EagleDraftWorker),
-        (MultiLayerEagleWorkerV2, MultiLayerEagleDraftWorker),
-    ):
+        (f"{_SPEC}.eagle_worker_v2:EAGLEWorkerV2", f"{_SPEC}.eagle_worker_v2:EagleDraftWorker"),
+        (f"{_SPEC}.multi_layer_eagle_worker_v2:MultiLayerEagleWorkerV2",
+         f"{_SPEC}.multi_layer_eagle_worker_v2:MultiLayerEagleDraftWorker"),
+    ):  # fmt: skip
         eagle += [
-            (worker, "forward_batch_generation", _forward_eagle),
-            (worker, "verify", _stamp(_VERIFY)),
-            (draft_worker, "draft", _stamp_draft),
-            (draft_worker, "_draft_extend_for_decode", _stamp(_EXTEND)),
+            Seam(worker, "forward_batch_generation", _forward_eagle, "EAGLE v2 stage events"),
+            Seam(worker, "verify", _stamp(_VERIFY), "spec_verify, EAGLE v2"),
+            Seam(draft_worker, "draft", _stamp_draft, "spec_draft, EAGLE v2"),
+            Seam(
+                draft_worker,
+                "_draft_extend_for_decode",
+                _stamp(_EXTEND),
+                "spec_draft_extend, EAGLE v2",
+            ),  # fmt: skip
         ]
+    ngram = f"{_SPEC}.ngram_worker:NGRAMWorker"
     return (
         [
-            (Req, "__init__", _req_init),
-            (NGRAMWorker, "_prepare_for_speculative_decoding", _ngram_prepare),
-            (NGRAMWorker, "forward_batch_generation", _forward_ngram),
-            (SchedulerBatchResultProcessor, "process_batch_result_decode", _process_decode),
+            Seam(
+                "sglang.srt.managers.schedule_batch:Req",
+                "__init__",
+                _req_init,
+                "spec_request (the root)",
+            ),  # fmt: skip
+            Seam(ngram, "_prepare_for_speculative_decoding", _ngram_prepare, "spec_draft, NGRAM"),
+            Seam(ngram, "forward_batch_generation", _forward_ngram, "spec_verify, NGRAM"),
+            Seam(
+                "sglang.srt.managers.scheduler_components.batch_result_processor:"
+                "SchedulerBatchResultProcessor",
+                "process_batch_result_decode",
+                _process_decode,
+                "accepted/proposed counts, every stage event",
+            ),  # fmt: skip
         ]
         + eagle
         + _engine_target()
@@ -329,7 +339,7 @@ def _engine_target() -> list:
     return [] if engine is None else [(engine.Engine, "shutdown", _engine_shutdown)]
 
 
-_table = WrapTable(_targets)
+_table = WrapTable(_targets, engine="SGLang")
 wrap_all = _table.wrap  # what the sglang.srt.plugins entry point calls
 
 

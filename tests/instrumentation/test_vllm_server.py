@@ -136,3 +136,30 @@ def test_openai_server_with_vllm_tracing_off_http_scheme(model_dir):
     others = [r for r in roots.values() if r.trace_id != trace_id]
     assert len({r.trace_id for r in others}) == 2 and all(not r.parent_span_id for r in others)
     assert not [s for s in spans if s.name == "llm_request"]
+
+
+def test_openai_server_on_the_v2_model_runner(model_dir):
+    """vLLM's OpenAI server as GPU installs run it: the V2 model runner (here on the CPU with
+    Triton's interpreter; tests/instrumentation/test_vllm_runners.py proves its output)."""
+    from vllm_runners import runner_env
+
+    trace_id = secrets.token_hex(16)
+    with OtlpReceiver("grpc") as receiver:
+        env = runner_env("v2", dict(os.environ))
+        env.update(SPEC_TRACING_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint)
+        server = Server(model_dir, env)
+        try:
+            n, _ = _run_load(server, trace_id)
+            counters = server.idle_counters()
+            time.sleep(0.5)
+        finally:
+            server.interrupt()
+        with open(server.log.name) as log:
+            assert "Using V2 Model Runner" in log.read()
+        spans = _wait_for_roots(receiver, n)
+    roots = _check(spans, counters, n)
+    assert sum(r.trace_id == trace_id for r in roots.values()) == n
+    drafts = [s for s in spans if s.name == "spec_draft"]
+    verify = [s for s in spans if s.name == "spec_verify"]
+    assert len(drafts) >= len(verify) > 0
+    assert all(SpanAttr.TIMING not in s.attributes for s in verify)  # timed by the worker

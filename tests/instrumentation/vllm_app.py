@@ -4,7 +4,10 @@ downloaded), served by vLLM's offline engine with n-gram speculative decoding. R
 
     python tests/instrumentation/vllm_app.py MODEL_DIR [TRACEPARENT]
 
-It prints one line, RESULT and JSON: vLLM's own spec-decode counters and the tokens generated."""
+VLLM_APP_SPEC=none runs the same prompts without speculative decoding (the greedy reference).
+It prints one line, RESULT and JSON: vLLM's own spec-decode counters, the tokens generated, and
+per request its output token ids and vLLM's per-step accepted/drafted counts
+(`per_request_spec_decode_metrics="detailed"`)."""
 
 import json
 import os
@@ -47,6 +50,35 @@ def build_model(out: str) -> None:
     LlamaForCausalLM(cfg).save_pretrained(out)
 
 
+def build_eagle_head(model_dir: str, out: str) -> None:
+    """A one-layer EAGLE head for the tiny Llama, in the layout vLLM's EagleLlamaForCausalLM
+    loads (fc over [embedding, hidden state], one decoder layer without its input norm), made
+    from the target's own first layer so that some of its drafts are right."""
+    import json as _json
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cfg = _json.load(open(os.path.join(model_dir, "config.json")))
+    target = load_file(os.path.join(model_dir, "model.safetensors"))
+    hidden = cfg["hidden_size"]
+    weights = {
+        k.removeprefix("model."): v.clone()
+        for k, v in target.items()
+        if k.startswith("model.layers.0.") and "input_layernorm" not in k
+    }
+    weights["embed_tokens.weight"] = target["model.embed_tokens.weight"].clone()
+    weights["lm_head.weight"] = target.get("lm_head.weight", weights["embed_tokens.weight"])
+    fc = torch.zeros(hidden, 2 * hidden)
+    fc[:, hidden:] = torch.eye(hidden)  # pass the target's hidden state through
+    weights["fc.weight"] = fc
+    save_file({k: v.contiguous() for k, v in weights.items()},
+              os.path.join(out, "model.safetensors"))  # fmt: skip
+    cfg.update(architectures=["EagleLlamaForCausalLM"], num_hidden_layers=1)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        _json.dump(cfg, f)
+
+
 def main() -> None:
     from vllm import LLM, SamplingParams
 
@@ -54,6 +86,20 @@ def main() -> None:
     traceparent = sys.argv[2] if len(sys.argv) > 2 else None
     if not os.path.exists(os.path.join(model_dir, "config.json")):
         build_model(model_dir)
+    spec = os.environ.get("VLLM_APP_SPEC", "ngram")
+    if spec == "eagle":
+        head = os.path.join(model_dir, "eagle-head")
+        if not os.path.exists(os.path.join(head, "config.json")):
+            os.makedirs(head, exist_ok=True)
+            build_eagle_head(model_dir, head)
+        method = {"method": "eagle", "model": head, "num_speculative_tokens": NUM_SPEC}
+    else:
+        method = {"method": "ngram", "num_speculative_tokens": NUM_SPEC, "prompt_lookup_max": 3,
+                  "prompt_lookup_min": 1}  # fmt: skip
+    speculative = {
+        "speculative_config": method,
+        "per_request_spec_decode_metrics": "detailed",
+    }
     llm = LLM(
         model=model_dir,
         dtype="float32",
@@ -61,12 +107,7 @@ def main() -> None:
         max_num_seqs=8,
         seed=0,
         enforce_eager=True,
-        speculative_config={
-            "method": "ngram",
-            "num_speculative_tokens": NUM_SPEC,
-            "prompt_lookup_max": 3,
-            "prompt_lookup_min": 1,
-        },
+        **(speculative if spec != "none" else {}),
         # vLLM records its spec-decode counters (and, with an OTLP endpoint, its request spans)
         # only with stats on.
         disable_log_stats=False,
@@ -77,15 +118,23 @@ def main() -> None:
     headers = {"traceparent": traceparent} if traceparent else None
     for i, prompt in enumerate(PROMPTS):
         engine.add_request(f"req-{i}", prompt, params, trace_headers=headers)
-    generated = 0
+    generated, requests = 0, {}
     while engine.has_unfinished_requests():
         for out in engine.step():
             if out.finished:
-                generated += len(out.outputs[0].token_ids)
+                completion = out.outputs[0]
+                generated += len(completion.token_ids)
+                metrics = getattr(completion, "spec_decode_metrics", None)
+                requests[out.request_id] = {
+                    "token_ids": list(completion.token_ids),
+                    "accepted": list(getattr(metrics, "per_step_accepted", None) or []),
+                    "drafted": list(getattr(metrics, "per_step_drafted", None) or []),
+                }
     counters = {
         m.name: getattr(m, "value", None) for m in llm.get_metrics() if "spec_decode" in m.name
     }
-    print("RESULT " + json.dumps({"generated": generated, "counters": counters}), flush=True)
+    result = {"generated": generated, "counters": counters, "requests": requests}
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,113 @@
+"""vLLM on both of its model runners (real vLLM, CPU build; the vLLM tier): the V2 runner is what
+vLLM runs on every GPU install, the V1 runner what the CPU build runs by default. For each, the
+engine's output is first proven equal to non-speculative greedy decoding (so the V2 runner's
+CPU stand-ins change nothing), then per request the spec_verify spans, ordered by step, must
+equal vLLM's own per-step accepted and drafted counts (`per_request_spec_decode_metrics=
+"detailed"`), and every decode step must carry a spec_draft span."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+from conftest import clean_env
+
+if os.environ.get("REQUIRE_VLLM"):  # scripts/test-vllm.sh: a broken install must fail, not skip
+    import vllm  # noqa: F401
+else:
+    pytest.importorskip("vllm", reason="the vLLM tier runs in its own environment")
+
+from vllm_runners import runner_env  # noqa: E402
+
+from spec_tracing.report.otlp_json import read_spans  # noqa: E402
+from spec_tracing.semconv import SpanAttr  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+APP = os.path.join(os.path.dirname(__file__), "vllm_app.py")
+# Test-only: hides the V2 runner's worker seams from spec-tracing, as a vLLM that renamed them
+# would (the scheduler's seams stay).
+HIDE_WORKER_SEAMS = os.path.join(os.path.dirname(__file__), "hide_worker_seams")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tiny-llama-runners"))
+
+
+def _run(model_dir, runner, extra=None, spans_file=None):
+    env = clean_env()
+    env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    env.update(runner_env(runner, env))
+    if spans_file:
+        env.update(SPEC_TRACING_ENABLED="1", SPEC_TRACING_EXPORTER="file",
+                   SPEC_TRACING_FILE=str(spans_file))  # fmt: skip
+    env.update(extra or {})
+    done = subprocess.run([sys.executable, APP, model_dir], env=env, capture_output=True,
+                          text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT ")), done.stdout + done.stderr  # vLLM logs to both
+
+
+def _by_request(spans):
+    """{caller's request id: {stage name: [spans ordered by step]}} and the roots."""
+    roots = {s.span_id: s for s in spans if s.name == "spec_request"}
+    stages = defaultdict(lambda: defaultdict(list))
+    for s in spans:
+        if s.parent_span_id in roots:
+            rid = roots[s.parent_span_id].attributes[SpanAttr.REQUEST_ID].rsplit("-", 1)[0]
+            stages[rid][s.name].append(s)
+    for per_stage in stages.values():
+        for group in per_stage.values():
+            group.sort(key=lambda s: s.attributes[SpanAttr.STEP])
+    return stages, roots
+
+
+@pytest.mark.parametrize("runner", ["v2", "v1"])
+def test_spans_equal_vllms_own_per_step_counts_on_each_runner(model_dir, runner, tmp_path):
+    greedy, _ = _run(model_dir, runner, {"VLLM_APP_SPEC": "none"})
+    result, log = _run(model_dir, runner, spans_file=tmp_path / "spans.jsonl")
+    if runner == "v2":
+        assert "Using V2 Model Runner" in log
+    # The engine is right first: speculative output == greedy output, token for token.
+    assert {r: q["token_ids"] for r, q in result["requests"].items()} == {
+        r: q["token_ids"] for r, q in greedy["requests"].items()
+    }
+    spans = read_spans(str(tmp_path / "spans.jsonl"))
+    stages, roots = _by_request(spans)
+    assert len(roots) == len(result["requests"]) == 4
+    total_rounds = 0
+    for rid, oracle in result["requests"].items():
+        verify = stages[rid]["spec_verify"]
+        assert [s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify] == oracle["accepted"]
+        assert [s.attributes[SpanAttr.PROPOSED_TOKENS] for s in verify] == oracle["drafted"]
+        assert [s.attributes[SpanAttr.STEP] for s in verify] == list(range(len(verify)))
+        assert all(SpanAttr.TIMING not in s.attributes for s in verify)  # the worker timed them
+        assert len(stages[rid]["spec_draft"]) >= len(verify) > 0
+        total_rounds += len(verify)
+    assert total_rounds == result["counters"]["vllm:spec_decode_num_drafts"]
+    for s in spans:
+        if s.name != "spec_request":
+            root = roots[s.parent_span_id]
+            assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns
+
+
+def test_a_missing_worker_seam_costs_its_timing_not_the_counts(model_dir, tmp_path):
+    env = {"SPEC_TRACING_TEST_HIDE": "1"}
+    spans_file = tmp_path / "spans.jsonl"
+    result, log = _run(model_dir, "v2", env | {"PYTHONPATH": HIDE_WORKER_SEAMS}, spans_file)
+    # One line names what is missing, in the worker and in EngineCore.
+    assert "seams not found" in log
+    assert "GPUModelRunner.sample_renamed (spec_verify end, V2 runner)" in log
+    assert "no verify times came from the worker" in log
+    spans = read_spans(str(spans_file))
+    stages, _ = _by_request(spans)
+    for rid, oracle in result["requests"].items():
+        verify = stages[rid]["spec_verify"]
+        assert [s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in verify] == oracle["accepted"]
+        assert {s.attributes[SpanAttr.TIMING] for s in verify} == {"scheduler_step"}
+        assert all(s.end_ns > s.start_ns for s in verify)
+    # The draft's own seam still times it.
+    assert all(stages[rid]["spec_draft"] for rid in result["requests"])
