@@ -212,9 +212,10 @@ SPEC_VARS: tuple[Var, ...] = (
         "SPEC_TRACING_SHUTDOWN_TIMEOUT_MS",
         "shutdown_timeout_ms",
         5000,
-        _int_in(0, None),
+        _int_in(0, 86_400_000),
         "Longest shutdown(), flush() and interpreter exit wait, all steps together (they return "
-        "within it + 0.25 s whatever the collector or exporter process does; 0: don't wait).",
+        "within it + 0.25 s whatever the collector or exporter process does; 0: don't wait; at "
+        "most 86400000, a day).",
     ),
 )
 
@@ -238,6 +239,10 @@ def _url(name: str, raw: str) -> str:
         or schemeless_with_path
     ):
         raise ConfigError(name, raw, allowed)
+    # gRPC's target for "host" or grpc://host is port 443, where no collector listens: every
+    # span failed. http(s):// URLs have their scheme's port.
+    if parsed.scheme in ("grpc", "") and parsed.port is None:
+        raise ConfigError(name, raw, allowed + " with a port (e.g. localhost:4317)")
     return raw
 
 
@@ -251,8 +256,16 @@ _HEADER = re.compile(
 
 
 def _headers(name: str, raw: str) -> str:
+    from urllib.parse import unquote
+
     for item in re.split(r"[ \t]*,[ \t]*", raw):
-        if item and not _HEADER.fullmatch(item.strip()):
+        # The exporters send the URL-decoded value: gRPC metadata and HTTP header values must
+        # then be printable ASCII (a decoded newline or é failed every export).
+        value = item.partition("=")[2].strip()
+        decoded = unquote(value, errors="replace")
+        if (item and not _HEADER.fullmatch(item.strip())) or not all(
+            " " <= c <= "~" or c == "\t" for c in decoded
+        ):
             raise ConfigError(
                 name,
                 "<redacted>",
@@ -278,11 +291,19 @@ def _compression(name: str, raw: str) -> str:
 
 
 def _readable_file(name: str, raw: str) -> str:
+    import stat
+
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise block enable(), and with it the
+    # engine's thread under an engine plugin.
     try:
-        with open(raw, "rb"):
-            pass
+        fd = os.open(raw, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(name, raw, f"a readable file ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(name, raw, "a regular file (this is a pipe, device or directory)")
+    finally:
+        os.close(fd)
     return raw
 
 
@@ -308,13 +329,17 @@ def _sampler(name: str, raw: str) -> str:
     raise ConfigError(name, raw, "one of " + ", ".join(SAMPLERS) + " or an installed sampler")
 
 
+_MAX_TIMEOUT_S = 86400  # a day: past it, gRPC deadlines overflow and inf loses every span
+
+
 def _positive_number(name: str, raw: str) -> float:
+    allowed = f"a number of seconds > 0 and <= {_MAX_TIMEOUT_S}"
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(name, raw, "a positive number") from None
-    if not value > 0:
-        raise ConfigError(name, raw, "a positive number")
+        raise ConfigError(name, raw, allowed) from None
+    if not 0 < value <= _MAX_TIMEOUT_S:  # also refuses nan, inf and 1e400 (inf)
+        raise ConfigError(name, raw, allowed)
     return value
 
 

@@ -195,3 +195,50 @@ def test_url_encoded_headers_are_accepted_and_never_in_repr(monkeypatch):
     settings = Settings.from_env()
     assert parse_env_headers(value)["authorization"] == "Bearer s3cr3t"
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("SPEC_TRACING_SHUTDOWN_TIMEOUT_MS", "10000000000000"),  # overflowed shutdown()'s wait
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "inf"),  # gRPC: every span lost
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "1e400"),  # HTTP: every span failed
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x=a%0Ab"),  # decodes to a newline: HTTP refuses it
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x=caf%C3%A9"),  # decodes to é: gRPC refuses it
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost"),  # gRPC would dial port 443
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "grpc://collector"),
+    ],
+)
+def test_values_that_would_fail_every_export_later_are_refused_at_enable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name) as err:
+        spec_tracing.enable(exporter="none", metrics=False)
+    if "HEADERS" in name:
+        assert value not in str(err.value) and "<redacted>" in str(err.value)
+
+
+@pytest.mark.parametrize("variable", ["SPEC_TRACING_FILE", "OTEL_EXPORTER_OTLP_CERTIFICATE"])
+def test_a_fifo_with_no_peer_is_a_config_error_not_a_hang(monkeypatch, tmp_path, variable):
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setenv(variable, str(fifo))
+    errors = []
+
+    def enable():
+        try:
+            spec_tracing.enable(exporter="file", metrics=False)
+            spec_tracing.shutdown(0)
+        except ConfigError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=enable, daemon=True)
+    thread.start()
+    thread.join(20)
+    if thread.is_alive():  # unblock the open() it hangs in, so the test run goes on
+        os.close(os.open(fifo, os.O_RDWR))
+    assert not thread.is_alive(), "enable() blocked on the FIFO"
+    assert len(errors) == 1 and errors[0].variable == variable

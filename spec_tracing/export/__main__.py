@@ -1,4 +1,4 @@
-"""Entry point of the exporter process (`python -m spec_tracing.export IN_FD OUT_FD`).
+"""Entry point of the exporter process (`python -m spec_tracing.export IN_FD OUT_FD [STDOUT_FD]`).
 
 Started detached: this first process forks the exporter, prints its pid and exits, so the
 exporter is no descendant of the engine's process (an engine that kills its whole process tree
@@ -15,8 +15,10 @@ if __name__ == "__main__":
         print(pid, flush=True)
         os._exit(0)
     os.setsid()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # the engine reads one line (the pid) from stdout, then nothing
+    # The engine reads one line (the pid) from stdout, then nothing. From here stdout is the
+    # engine's own (STDOUT_FD), so that the console exporter and SPEC_TRACING_FILE=/dev/stdout
+    # print where the engine prints; /dev/null lost them while counting them exported.
+    os.dup2(int(sys.argv[3]) if len(sys.argv) > 3 else os.open(os.devnull, os.O_WRONLY), 1)
 
     from spec_tracing.export.child import serve
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -91,12 +92,18 @@ _RECONNECT = (
 def check_span_exporter(settings: Settings) -> None:
     """Fail at enable() for what the exporter process would only find later."""
     if settings.exporter == "file":
+        import errno
+
+        # O_NONBLOCK: a FIFO with no reader yet would block enable() (the engine's thread, under
+        # an engine plugin) in a plain open(); here it fails at once with ENXIO.
         try:
-            open(settings.file, "a", encoding="utf-8").close()
+            os.close(os.open(settings.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
+                             os.O_NONBLOCK, 0o600))  # fmt: skip
         except OSError as exc:
-            raise ConfigError(
-                "SPEC_TRACING_FILE", settings.file, f"a writable file path ({exc.strerror})"
-            ) from None
+            allowed = f"a writable file path ({exc.strerror})"
+            if exc.errno == errno.ENXIO:
+                allowed = "a writable file path (this is a pipe with no reader: start it first)"
+            raise ConfigError("SPEC_TRACING_FILE", settings.file, allowed) from None
 
 
 def build_span_exporter(settings: Settings) -> SpanExporter | None:

@@ -69,16 +69,21 @@ class ExportProcess:
         env = {**os.environ, **(environment or {})}
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        try:
+            engine_stdout = [os.dup(1)]  # the exporter's stdout (console, /dev/stdout)
+        except OSError:  # the engine has no stdout: the exporter gets /dev/null
+            engine_stdout = []
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "spec_tracing.export", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w),
+            [sys.executable, "-m", "spec_tracing.export", str(to_child_r), str(from_child_w),
+             *map(str, engine_stdout)],
+            pass_fds=(to_child_r, from_child_w, *engine_stdout),
             env=env,
             start_new_session=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-        )
-        os.close(to_child_r)
-        os.close(from_child_w)
+        )  # fmt: skip
+        for fd in (to_child_r, from_child_w, *engine_stdout):
+            os.close(fd)
         try:
             pid = int(launcher.stdout.readline() or 0)
         finally:

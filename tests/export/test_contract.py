@@ -413,3 +413,29 @@ def test_interpreter_exit_with_a_daemon_thread_serving_still_writes_finished_roo
     assert out.returncode == 0, out.stderr
     text = path.read_text()
     assert sum(text.count(f'"done{i}"') for i in range(500)) == 500
+
+
+_HUNDRED_ROOTS = """
+import spec_tracing
+from spec_tracing import ReqTimeStats
+spec_tracing.enable(metrics=False)
+for i in range(100):
+    ReqTimeStats(rid=f"r{i}").finish()
+spec_tracing.shutdown()
+print("EXPORTED", spec_tracing.lifecycle.last_stats()["spans"], flush=True)
+"""
+
+
+@pytest.mark.parametrize("output", ["console", "/dev/stdout"])
+def test_what_the_exporter_process_prints_reaches_the_engines_stdout(output):
+    # The exporter process's stdout was /dev/null: 0 of 100 printed, 100 counted exported.
+    env = clean_env()
+    if output == "console":
+        env.update(SPEC_TRACING_EXPORTER="console")
+    else:
+        env.update(SPEC_TRACING_EXPORTER="file", SPEC_TRACING_FILE=output)
+    out = subprocess.run([sys.executable, "-c", _HUNDRED_ROOTS], env=env, timeout=60,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "EXPORTED 100" in out.stdout
+    assert out.stdout.count('"spec_request"') == 100

@@ -3,7 +3,8 @@ vLLM runs on every GPU install, the V1 runner what the CPU build runs by default
 engine's output is first proven equal to non-speculative greedy decoding (so the V2 runner's
 CPU stand-ins change nothing), then per request the spec_verify spans, ordered by step, must
 equal vLLM's own per-step accepted and drafted counts (`per_request_spec_decode_metrics=
-"detailed"`), and every decode step must carry a spec_draft span."""
+"detailed"`), and every decode step must carry a spec_draft span. For n-gram lookup and for an
+EAGLE head (one layer, built in code from the tiny target's own weights)."""
 
 import json
 import os
@@ -65,10 +66,27 @@ def _by_request(spans):
     return stages, roots
 
 
-@pytest.mark.parametrize("runner", ["v2", "v1"])
-def test_spans_equal_vllms_own_per_step_counts_on_each_runner(model_dir, runner, tmp_path):
-    greedy, _ = _run(model_dir, runner, {"VLLM_APP_SPEC": "none"})
-    result, log = _run(model_dir, runner, spans_file=tmp_path / "spans.jsonl")
+@pytest.fixture(scope="module")
+def greedy(model_dir):
+    """Non-speculative greedy output per runner, run once each."""
+    cache = {}
+
+    def of(runner):
+        if runner not in cache:
+            cache[runner] = _run(model_dir, runner, {"VLLM_APP_SPEC": "none"})[0]
+        return cache[runner]
+
+    return of
+
+
+@pytest.mark.parametrize(
+    "runner,method", [("v2", "ngram"), ("v2", "eagle"), ("v1", "ngram"), ("v1", "eagle")]
+)
+def test_spans_equal_vllms_own_per_step_counts_on_each_runner(
+    model_dir, greedy, runner, method, tmp_path
+):
+    result, log = _run(model_dir, runner, {"VLLM_APP_SPEC": method}, tmp_path / "spans.jsonl")
+    greedy = greedy(runner)
     if runner == "v2":
         assert "Using V2 Model Runner" in log
     # The engine is right first: speculative output == greedy output, token for token.
@@ -92,6 +110,18 @@ def test_spans_equal_vllms_own_per_step_counts_on_each_runner(model_dir, runner,
         if s.name != "spec_request":
             root = roots[s.parent_span_id]
             assert root.start_ns <= s.start_ns <= s.end_ns <= root.end_ns
+    # V2's EAGLE speculator catches the draft model up on the verified tokens first
+    # (spec_draft_extend), then drafts: the draft starts where the catch-up ends.
+    extends = [s for s in spans if s.name == "spec_draft_extend"]
+    if (runner, method) == ("v2", "eagle"):
+        drafts = {(s.parent_span_id, s.attributes[SpanAttr.STEP]): s for s in spans
+                  if s.name == "spec_draft"}  # fmt: skip
+        assert len(extends) == len(drafts)
+        for e in extends:
+            draft = drafts[(e.parent_span_id, e.attributes[SpanAttr.STEP])]
+            assert e.start_ns < e.end_ns == draft.start_ns < draft.end_ns
+    else:
+        assert extends == []
 
 
 def test_a_missing_worker_seam_costs_its_timing_not_the_counts(model_dir, tmp_path):

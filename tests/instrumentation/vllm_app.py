@@ -52,8 +52,9 @@ def build_model(out: str) -> None:
 
 def build_eagle_head(model_dir: str, out: str) -> None:
     """A one-layer EAGLE head for the tiny Llama, in the layout vLLM's EagleLlamaForCausalLM
-    loads (fc over [embedding, hidden state], one decoder layer without its input norm), made
-    from the target's own first layer so that some of its drafts are right."""
+    loads (fc over [embedding, hidden state], one decoder layer without its input norm; the
+    target's lm_head is shared), made from the target's own first layer so that some of its
+    drafts are right."""
     import json as _json
 
     import torch
@@ -68,7 +69,6 @@ def build_eagle_head(model_dir: str, out: str) -> None:
         if k.startswith("model.layers.0.") and "input_layernorm" not in k
     }
     weights["embed_tokens.weight"] = target["model.embed_tokens.weight"].clone()
-    weights["lm_head.weight"] = target.get("lm_head.weight", weights["embed_tokens.weight"])
     fc = torch.zeros(hidden, 2 * hidden)
     fc[:, hidden:] = torch.eye(hidden)  # pass the target's hidden state through
     weights["fc.weight"] = fc
