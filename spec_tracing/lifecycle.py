@@ -79,6 +79,9 @@ def enable(
             and export_like is None  # the engine has its own metrics
             and isinstance(output, (ProcessOutput, ThreadOutput))
         )
+        from .metrics.readers import PROMETHEUS_CLASHES
+
+        PROMETHEUS_CLASHES[0] = 0  # stats() counts from this enable()
         try:
             meters = build_meters(
                 settings, metric_readers, own_exporter and settings.exporter == "otlp"
@@ -196,6 +199,7 @@ def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
     active, _active = _active, None
     hotpath.SINK = None
     hotpath._deactivate()  # the engine stops recording now, whatever happens below
+    active.meters.close_endpoint()
     timeout = timeout_ms / 1000
     deadline = _Deadline(timeout)
 
@@ -227,6 +231,9 @@ def _after_fork_in_child() -> None:
     forget_inherited()
     global _lock
     _lock = threading.Lock()
+    after_fork = getattr(_active.output, "after_fork_in_child", None) if _active else None
+    if after_fork is not None:  # in-thread export: its threads did not come with the fork
+        after_fork()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -300,7 +307,10 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
     """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
     invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
     process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
+    from .metrics.readers import PROMETHEUS_CLASHES
+
     out = {
+        "prometheus_endpoints_not_served": PROMETHEUS_CLASHES[0],
         "dropped_events": hotpath.dropped,
         "dropped_finishes": hotpath.dropped_finishes,
         "spans": 0,

@@ -48,12 +48,29 @@ class Writer:
         self.failing = False
         self.cond = threading.Condition()
         self.stopping = False
+        self._start_threads()
+
+    def _start_threads(self) -> None:
         self.threads = [
             threading.Thread(target=self._run, name=f"spec-tracing-export-{i}", daemon=True)
             for i in range(self.THREADS)
         ]
         for thread in self.threads:
             thread.start()
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child (exporting in the engine's process): the parent's threads are not
+        here, its queue is the parent's to export; this process starts with its own."""
+        self.cond = threading.Condition()
+        self.queue = deque()
+        self.queued = self.in_flight = self.exported = self.dropped = self.failed = 0
+        self.failing = self.stopping = False
+        self._start_threads()
+
+    @property
+    def left_unexported(self) -> int:
+        """Spans a stopped Writer will never export: counted lost (0 while running)."""
+        return self.queued + self.in_flight if self.stopping else 0
 
     def put(self, records: list) -> None:
         # Chunks of at most BATCH_SPANS spans, so one export request stays ~1 MB (gRPC

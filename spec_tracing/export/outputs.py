@@ -81,8 +81,13 @@ class ThreadOutput:
         return {
             "export_dropped_spans": self.writer.dropped,
             "export_failed_spans": self.writer.failed,
+            # Queued or in flight when shutdown's time ran out: in no counter before.
+            "export_lost_spans": self.writer.left_unexported,
             "unmatched_ends": self.assembler.unmatched,
         }
+
+    def after_fork_in_child(self) -> None:
+        self.writer.after_fork_in_child()
 
     def flush(self, timeout_s: float) -> bool:
         return self.writer.flush(timeout_s)

@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 
@@ -90,6 +91,7 @@ class ExportProcess:
             launcher.stdout.close()
             launcher.wait()
         self._proc = _Detached(pid)
+        _LIVE.add(self)
         self.started = time.monotonic()
         self._out = Connection(to_child_w, readable=False)
         self._in = Connection(from_child_r, writable=False)
@@ -243,6 +245,19 @@ class ExportProcess:
             except OSError:
                 pass
 
+    def _after_fork_in_child(self) -> None:
+        # Right after fork, in the child: its copies of the pipe ends are closed at once. A
+        # forked worker that never traces otherwise held the write end open, and a detached
+        # exporter whose engine was SIGKILLed never saw the pipe end and never exited. The
+        # condition is new too: the parent's sender thread may have held its lock at the fork.
+        self._cond = threading.Condition()
+        self._closed = True
+        for conn in (self._out, self._in):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
     def abandon(self) -> None:
         """In a forked child: let go of the parent's pipe ends without a word to its process
         (the counts go with this object, which the child replaces)."""
@@ -330,3 +345,15 @@ def _running(pid: int) -> bool:
             return True
         except ProcessLookupError:
             return False
+
+
+_LIVE: weakref.WeakSet = weakref.WeakSet()  # this process's ExportProcess objects
+
+
+def _close_inherited() -> None:
+    for process in list(_LIVE):
+        process._after_fork_in_child()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited)

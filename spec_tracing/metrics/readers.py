@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
 from ..settings import ConfigError, Settings
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,13 +35,19 @@ class Meters:
         for reader in self.flushable:
             reader.force_flush(timeout_ms)
 
+    def close_endpoint(self) -> None:
+        """Release the Prometheus port at once (a scrape is all it serves): a re-enable() must
+        find it free even while the rest of the old setup waits on a dead collector."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
     def shutdown(self, timeout_ms: int) -> None:
+        self.close_endpoint()
         self.flush(timeout_ms)
         if self.owned:
             self.provider.shutdown(timeout_millis=timeout_ms)
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
 
 def build_meters(settings: Settings, readers: list | None, otlp: bool) -> Meters:
@@ -56,7 +65,8 @@ def build_meters(settings: Settings, readers: list | None, otlp: bool) -> Meters
     server = None
     if settings.prometheus_port is not None:
         reader, server = _prometheus(settings)
-        readers.append(reader)
+        if reader is not None:
+            readers.append(reader)
     if not readers:
         return Meters()
     # Our shutdown() bounds this provider's; the SDK's own exit hook would not be bounded.
@@ -96,9 +106,17 @@ def _prometheus(settings: Settings):
                 settings.prometheus_host,
                 f"an address of this machine ({exc.strerror})",
             ) from None
-        raise ConfigError(
-            "SPEC_TRACING_PROMETHEUS_PORT",
-            port,
-            f"a free port on {settings.prometheus_host} ({exc.strerror})",
-        ) from None
+        # A port another engine on this host holds (replicas, DP ranks given one setting) costs
+        # this process its scrape endpoint only, never its traces or OTLP metrics.
+        PROMETHEUS_CLASHES[0] += 1
+        logger.warning(
+            "spec-tracing: SPEC_TRACING_PROMETHEUS_PORT=%s on %s is taken (%s): this process "
+            "serves no Prometheus endpoint; tracing and OTLP metrics go on. Give each engine "
+            "process its own port.",
+            port, settings.prometheus_host, exc.strerror,
+        )  # fmt: skip
+        return None, None
     return PrometheusMetricReader(registry=registry), server
+
+
+PROMETHEUS_CLASHES = [0]  # endpoints not served because the port was taken (stats())

@@ -439,3 +439,95 @@ def test_what_the_exporter_process_prints_reaches_the_engines_stdout(output):
     assert out.returncode == 0, out.stderr
     assert "EXPORTED 100" in out.stdout
     assert out.stdout.count('"spec_request"') == 100
+
+
+_ENGINE_WITH_A_FORKED_WORKER = """
+import os, sys, time
+import spec_tracing
+from spec_tracing import ReqTimeStats
+spec_tracing.enable(exporter="file", metrics=False)
+ReqTimeStats(rid="r").finish()
+spec_tracing.flush(5000)
+worker = os.fork()
+if worker == 0:  # a worker that never traces, and outlives the engine
+    time.sleep(60)
+    os._exit(0)
+print(spec_tracing.lifecycle._active.output.process._proc.pid, worker, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_forked_worker_does_not_keep_the_exporter_of_a_killed_engine_alive(tmp_path):
+    env = clean_env()
+    env.update(SPEC_TRACING_FILE=str(tmp_path / "t.jsonl"))
+    engine = subprocess.Popen([sys.executable, "-c", _ENGINE_WITH_A_FORKED_WORKER], env=env,
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    exporter, worker = map(int, engine.stdout.readline().split())
+    try:
+        engine.kill()  # SIGKILL: no exit hook runs
+        engine.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _alive(exporter):
+            time.sleep(0.1)
+        assert not _alive(exporter), "the exporter outlived its engine (the worker held the pipe)"
+    finally:
+        for pid in (worker, exporter):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+_FORKED_CHILD_EXPORTING_IN_THREAD = """
+import os, sys, spec_tracing
+from spec_tracing import ReqTimeStats
+spec_tracing.enable(export_process=False, metrics=False)
+ReqTimeStats(rid="parent").finish()
+child = os.fork()
+if child == 0:
+    for i in range(20):
+        ReqTimeStats(rid=f"child{i}").finish()
+    ok = spec_tracing.flush(10000)
+    print("CHILD", ok, spec_tracing.stats()["spans"], flush=True)
+    os._exit(0)
+os.waitpid(child, 0)
+spec_tracing.shutdown()
+"""
+
+
+def test_a_forked_child_exporting_in_thread_exports_its_own_requests():
+    with OtlpReceiver("http") as receiver:
+        env = clean_env()
+        env.update(OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+                   OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=receiver.traces_endpoint)  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _FORKED_CHILD_EXPORTING_IN_THREAD], env=env,
+                             timeout=60, capture_output=True, text=True)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "CHILD True 20" in out.stdout
+        spans = receiver.wait_for_spans(21, timeout_s=20)
+    ids = sorted(s.attributes["spec_request.id"] for s in spans)
+    assert ids == sorted(["parent"] + [f"child{i}" for i in range(20)])
+
+
+def test_spans_still_queued_when_in_thread_shutdown_times_out_are_counted_lost(monkeypatch):
+    hole = BlackHole()
+    try:
+        _otlp(monkeypatch, hole.port)
+        spec_tracing.enable(export_process=False, metrics=False, shutdown_timeout_ms=500)
+        offered = _load(n=5000, steps=3)  # 5 export batches: 2 in flight, the rest queued
+        spec_tracing.shutdown()
+        s = spec_tracing.lifecycle.last_stats()
+        accounted = (s["spans"] + s["export_dropped_spans"] + s["export_failed_spans"]
+                     + s["export_lost_spans"])  # fmt: skip
+        assert accounted == offered, s
+        assert s["export_lost_spans"] > 0, s
+    finally:
+        hole.close()

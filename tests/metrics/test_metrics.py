@@ -208,15 +208,49 @@ def test_prometheus_endpoint_reports_the_engines_own_counts(monkeypatch, worker)
     assert scraped[("spec_decode_num_steps", label)] == 3
 
 
-def test_prometheus_port_in_use_is_a_config_error(monkeypatch):
-    with socket.socket() as busy:
+def test_a_prometheus_port_another_engine_holds_costs_the_endpoint_never_the_traces(
+    monkeypatch, caplog
+):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    with socket.socket() as busy:  # the other engine on this host
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_PORT", str(busy.getsockname()[1]))
-        with pytest.raises(spec_tracing.ConfigError, match="SPEC_TRACING_PROMETHEUS_PORT"):
-            spec_tracing.enable(exporter="none")
-    assert not spec_tracing.get_global_tracing_enabled()
-    time.sleep(0)
+        with caplog.at_level("WARNING"):
+            spec_tracing.enable(span_exporter=exporter)
+        try:
+            verify_round([Req("a"), Req("b")], [1, 2], 3)
+            assert spec_tracing.flush(5000)
+            assert spec_tracing.stats()["prometheus_endpoints_not_served"] >= 1
+        finally:
+            spec_tracing.shutdown()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "is taken" in warnings[0]
+    assert [s.name for s in exporter.get_finished_spans()].count("spec_verify") == 2
+
+
+def test_enable_again_with_the_collector_down_finds_its_prometheus_port_free(monkeypatch):
+    hole = socket.socket()  # a collector that takes connections and never answers
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_PORT", str(port))
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{hole.getsockname()[1]}")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+    try:
+        spec_tracing.enable(shutdown_timeout_ms=1000)
+        verify_round([Req("a")], [1], 3)
+        spec_tracing.enable(shutdown_timeout_ms=1000)  # the old setup's shutdown times out
+        assert spec_tracing.stats()["prometheus_endpoints_not_served"] == 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            assert resp.status == 200
+    finally:
+        spec_tracing.shutdown(0)
+        hole.close()
 
 
 APP_PROVIDER = """
