@@ -319,6 +319,7 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         "consumer_errors": 0,
         "export_dropped_spans": 0,
         "export_failed_spans": 0,
+        "export_rejected_spans": 0,
         "export_lost_spans": 0,
     }
     if active is not None:

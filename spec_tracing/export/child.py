@@ -181,11 +181,22 @@ class Writer:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    @property
+    def rejected(self) -> int:
+        """Spans the collector rejected through partial_success (inside `exported` so far)."""
+        return getattr(self.exporter, "rejected_spans", 0)
+
+    @property
+    def accepted(self) -> int:
+        """Spans the receiver took and kept: "exported" in stats()."""
+        return self.exported - self.rejected
+
     def counts(self) -> dict:
         return {
-            "exported_spans": self.exported,
+            "exported_spans": self.accepted,
             "dropped_spans": self.dropped,
             "failed_spans": self.failed,
+            "rejected_spans": self.rejected,
         }
 
 

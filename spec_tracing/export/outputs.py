@@ -74,13 +74,14 @@ class ThreadOutput:
 
     @property
     def spans(self) -> int:
-        return self.writer.exported
+        return self.writer.accepted
 
     @property
     def export_counts(self) -> dict:
         return {
             "export_dropped_spans": self.writer.dropped,
             "export_failed_spans": self.writer.failed,
+            "export_rejected_spans": self.writer.rejected,
             # Queued or in flight when shutdown's time ran out: in no counter before.
             "export_lost_spans": self.writer.left_unexported,
             "unmatched_ends": self.assembler.unmatched,
@@ -185,6 +186,7 @@ class ProcessOutput:
         return {
             "export_dropped_spans": c.get("dropped_spans", 0) + process.dropped_spans,
             "export_failed_spans": c.get("failed_spans", 0),
+            "export_rejected_spans": c.get("rejected_spans", 0),
             "export_lost_spans": process.unsent_spans + never_reported,
             "unmatched_ends": c.get("unmatched_ends", 0),
             "spans": c.get("exported_spans", 0),
@@ -225,8 +227,8 @@ class ProcessOutput:
             self.process.kill()
 
 
-_COUNTS = ("export_dropped_spans", "export_failed_spans", "export_lost_spans", "unmatched_ends",
-           "spans")  # fmt: skip
+_COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
+           "export_lost_spans", "unmatched_ends", "spans")  # fmt: skip
 
 
 def build_output(settings: Settings, tracer_provider, span_exporter, version: str, like=None):

@@ -290,7 +290,13 @@ class ExportProcess:
         c = self.counts
         reported = sum(
             c.get(k, 0)
-            for k in ("exported_spans", "dropped_spans", "failed_spans", "unmatched_ends")
+            for k in (
+                "exported_spans",
+                "dropped_spans",
+                "failed_spans",
+                "rejected_spans",
+                "unmatched_ends",
+            )
         )
         return max(0, self.sent_spans - reported)
 

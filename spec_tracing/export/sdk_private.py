@@ -3,7 +3,8 @@
 Three shortcuts save the exporter most of its cost, and each leans on an SDK internal:
 - finished spans are handed to a provider's span processors directly (`_active_span_processor`),
   the object the SDK's own tracer hands them to;
-- pre-encoded OTLP bytes go to the HTTP exporter's `_client.export` (checking `_shutdown`), and
+- pre-encoded OTLP bytes go to the HTTP exporter's `_client.export` (checking `_shutdown`; its
+  `_client._submit` is wrapped to read the response's partial_success), and
   to the gRPC exporter's channel as they are: its `_translate_data` hook returns them and its
   `_stub` (from which `_initialize_channel_and_stub` builds the client) serializes bytes as
   bytes, so retries, headers, TLS and reconnection stay the SDK's.
@@ -52,12 +53,55 @@ def span_processor(provider: Any) -> Any:
         ) from None
 
 
+class Rejections:
+    """Spans a collector took but rejected through OTLP partial_success (its limits or
+    validation refused them): the export itself succeeded, so without this they were counted
+    exported. One warning per exporter, with the collector's message."""
+
+    rejected_spans = 0
+
+    def note_response(self, response: Any) -> None:
+        partial = getattr(response, "partial_success", None)
+        rejected = getattr(partial, "rejected_spans", 0) if partial is not None else 0
+        if rejected:
+            if not self.rejected_spans:
+                import logging
+
+                logging.getLogger("spec_tracing.export").warning(
+                    "spec-tracing exporter: the collector rejected spans (%s); counted in "
+                    "stats()['export_rejected_spans']",
+                    partial.error_message or "no message",
+                )
+            self.rejected_spans += rejected
+
+
 def http_exporter_class() -> type:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceResponse,
+    )
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    class HttpExporter(OTLPSpanExporter):
+    class HttpExporter(OTLPSpanExporter, Rejections):
         accepts_encoded = hasattr(OTLPSpanExporter(), "_client")
+
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            submit = getattr(getattr(self, "_client", None), "_submit", None)
+            if submit is not None:  # the response body, for partial_success
+
+                def submit_and_read(data, timeout, _submit=submit):
+                    result = _submit(data, timeout)
+                    try:
+                        if result.status_code is not None and 200 <= result.status_code < 300:
+                            body = result.content()
+                            if body:
+                                self.note_response(ExportTraceServiceResponse.FromString(body))
+                    except Exception:  # an unreadable body is the collector's affair
+                        pass
+                    return result
+
+                self._client._submit = submit_and_read
 
         # Pre-encoded bytes go straight to the exporter's HTTP client, with its retries.
         def export(self, spans):
@@ -88,17 +132,7 @@ def grpc_exporter_class() -> type:
         ExportTraceServiceResponse,
     )
 
-    def bytes_stub(channel: Any) -> Any:
-        """TraceServiceStub with an Export whose serializer passes request bytes through."""
-        return SimpleNamespace(
-            Export=channel.unary_unary(
-                _EXPORT_METHOD,
-                request_serializer=_request_bytes,
-                response_deserializer=ExportTraceServiceResponse.FromString,
-            )
-        )
-
-    class GrpcExporter(OTLPSpanExporter):
+    class GrpcExporter(OTLPSpanExporter, Rejections):
         # Pre-encoded bytes go to gRPC as they are, through the SDK's own retries, headers, TLS
         # and channel re-creation (which builds the client from `_stub`): parsing them into a
         # request only for gRPC to serialize it again took ~22% of the exporter's CPU.
@@ -106,8 +140,24 @@ def grpc_exporter_class() -> type:
             super().__init__(*args, **kwargs)
             self.accepts_encoded = all(hasattr(self, name) for name in _GRPC_INTERNALS)
             if self.accepts_encoded:
-                self._stub = bytes_stub
-                self._client = bytes_stub(self._channel)
+                self._stub = self._bytes_stub
+                self._client = self._bytes_stub(self._channel)
+
+        def _bytes_stub(self, channel: Any) -> Any:
+            """TraceServiceStub with an Export whose serializer passes request bytes through,
+            and whose response is read for partial_success."""
+            call = channel.unary_unary(
+                _EXPORT_METHOD,
+                request_serializer=_request_bytes,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
+
+            def export(*args: Any, **kwargs: Any) -> Any:
+                response = call(*args, **kwargs)
+                self.note_response(response)
+                return response
+
+            return SimpleNamespace(Export=export)
 
         def _translate_data(self, data):
             if isinstance(data, EncodedSpans):
@@ -136,8 +186,9 @@ def missing() -> list[str]:
     for name in ("_client", "_shutdown"):
         if not hasattr(http, name):
             gone.append(f"http OTLPSpanExporter.{name}")
-    if not hasattr(getattr(http, "_client", None), "export"):
-        gone.append("http OTLPSpanExporter._client.export")
+    for name in ("export", "_submit"):
+        if not hasattr(getattr(http, "_client", None), name):
+            gone.append(f"http OTLPSpanExporter._client.{name}")
     http.shutdown()
     grpc = Grpc()
     gone += [f"grpc OTLPSpanExporter.{n}" for n in _GRPC_INTERNALS if not hasattr(grpc, n)]

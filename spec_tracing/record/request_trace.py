@@ -10,6 +10,7 @@ emits the root.
 
 from __future__ import annotations
 
+import pickle
 import threading
 import weakref
 from time import perf_counter
@@ -70,6 +71,20 @@ def _abandoned(state: dict) -> None:
                                   None, None, how))  # fmt: skip
     except Exception:  # a finalizer must never raise
         pass
+
+
+def _picklable_part(state: dict) -> dict:
+    def travels(value) -> bool:
+        try:
+            pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            return True
+        except Exception:
+            return False
+
+    out = {k: v for k, v in state.items() if k == "attributes" or travels(v)}
+    out["attributes"] = {k: v for k, v in state["attributes"].items() if travels(v)}
+    hotpath.invalid += len(state) + len(state["attributes"]) - len(out) - len(out["attributes"])
+    return out
 
 
 def end_unfinished(reason: str) -> int:
@@ -268,10 +283,18 @@ class ReqTimeStats:
         # calls finish() or abort() ends it, and only that one (one root, in either direction).
         # Neither copy can know whether the other will, so neither ends it on its own when
         # collected or at shutdown ("abandoned"/"unfinished"): that would be a second root.
-        self._disown()
         state = dict(self.__dict__)
+        state.pop("_finalizer", None)
         for key in ("attributes", "last_times"):
             state[key] = dict(state[key])
+        try:  # a few us for this small dict, once per hand-over (not per step)
+            pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # A value the engine (or a user) put here that cannot travel: it stays behind,
+            # counted for this request, and the request itself still travels; pickle.dumps
+            # raised into the engine, after the request had already been disowned.
+            state = _picklable_part(state)
+        self._disown()
         return state
 
     def __setstate__(self, state: dict) -> None:

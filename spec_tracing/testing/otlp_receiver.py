@@ -34,10 +34,25 @@ class _Store:
         self.metric_requests: list = []
         self.lock = threading.Lock()
         self.delay_s = 0.0
+        self.reject = False  # answer trace exports with partial_success: every span rejected
+
+    def answer(self, request, response_type):
+        """The response to `request`: empty, or rejecting its spans when `reject` is set (and
+        keeping none of them, as a collector that refuses them does)."""
+        response = response_type()
+        if self.reject and hasattr(response, "partial_success") and hasattr(request,
+                                                                             "resource_spans"):
+            response.partial_success.rejected_spans = sum(
+                len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans
+            )
+            response.partial_success.error_message = "rejected by the test receiver"
+        return response
 
     def add(self, request) -> None:
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.reject and not isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
+            return
         with self.lock:
             if isinstance(request, metrics_service_pb2.ExportMetricsServiceRequest):
                 self.metric_requests.append(request)
@@ -104,7 +119,7 @@ class _GrpcTraces(trace_service_pb2_grpc.TraceServiceServicer):
 
     def Export(self, request, context):  # noqa: N802 - gRPC method name
         self.store.add(request)
-        return trace_service_pb2.ExportTraceServiceResponse()
+        return self.store.answer(request, trace_service_pb2.ExportTraceServiceResponse)
 
 
 class _GrpcMetrics(metrics_service_pb2_grpc.MetricsServiceServicer):
@@ -181,6 +196,11 @@ class OtlpReceiver:
             server.shutdown()
             server.server_close()
 
+    def reject_spans(self, reject: bool = True) -> None:
+        """Answer trace exports with OTLP partial_success, rejecting every span (a collector
+        whose limits or validation refuse them): the exporter gets a success status."""
+        self._store.reject = reject
+
     def set_delay(self, seconds: float) -> None:
         """Answer every export only after `seconds` (a slow collector)."""
         self._store.delay_s = seconds
@@ -223,7 +243,7 @@ def _http_handler(store: _Store):
             request = request_type()
             request.ParseFromString(body)
             store.add(request)
-            payload = response_type().SerializeToString()
+            payload = store.answer(request, response_type).SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(payload)))

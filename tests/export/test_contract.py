@@ -531,3 +531,23 @@ def test_spans_still_queued_when_in_thread_shutdown_times_out_are_counted_lost(m
         assert s["export_lost_spans"] > 0, s
     finally:
         hole.close()
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_spans_the_collector_rejects_through_partial_success_are_not_counted_exported(
+    monkeypatch, protocol, export_process
+):
+    with OtlpReceiver(protocol) as receiver:
+        receiver.reject_spans()
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", receiver.traces_endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        if protocol == "http":
+            monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        spec_tracing.enable(export_process=export_process, metrics=False)
+        offered = _load(n=300, steps=3)
+        assert spec_tracing.flush(10000)
+        spec_tracing.shutdown()
+        assert receiver.spans() == []
+    s = spec_tracing.lifecycle.last_stats()
+    assert s["spans"] == 0 and s["export_rejected_spans"] == offered, s

@@ -58,7 +58,12 @@ def test_chunks_wait_pickled_past_the_threshold_and_come_out_whole():
     got = [record for batch in exporter.batches for record in batch]
     # Every record once, rows intact; the export threads may deliver batches out of order.
     assert sorted(got, key=lambda r: r[3][0][4]) == sent
-    assert writer.counts() == {"exported_spans": 40 * 64, "dropped_spans": 0, "failed_spans": 0}
+    assert writer.counts() == {
+        "exported_spans": 40 * 64,
+        "dropped_spans": 0,
+        "failed_spans": 0,
+        "rejected_spans": 0,
+    }
     writer.stop(5)
 
 

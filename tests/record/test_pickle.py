@@ -45,3 +45,20 @@ def test_req_time_stats_survives_pickling_into_a_spawned_process(tmp_path):
     assert root["spanId"] == f"{st.span_id:016x}"
     assert root["parentSpanId"] == "2222222222222222"
     assert verify["parentSpanId"] == root["spanId"]
+
+
+def test_an_unpicklable_value_stays_behind_counted_and_the_request_still_travels(spec_spans):
+    import threading
+
+    st = ReqTimeStats(rid="with-a-lock")
+    st.attributes["engine.lock"] = threading.Lock()  # what an engine or a user might put there
+    st.engine_handle = threading.Lock()
+    before = spec_tracing.stats()["invalid_events"]
+    copy = pickle.loads(pickle.dumps(st))  # raised TypeError into the engine
+    assert spec_tracing.stats()["invalid_events"] == before + 2
+    assert "engine.lock" not in copy.attributes and not hasattr(copy, "engine_handle")
+    assert (copy.trace_id, copy.span_id) == (st.trace_id, st.span_id)
+    copy.finish()
+    spec_tracing.flush()
+    (root,) = spec_spans.roots()
+    assert root.attributes["spec_request.id"] == "with-a-lock"
