@@ -40,8 +40,11 @@ class _Store:
         """The response to `request`: empty, or rejecting its spans when `reject` is set (and
         keeping none of them, as a collector that refuses them does)."""
         response = response_type()
-        if self.reject and hasattr(response, "partial_success") and hasattr(request,
-                                                                             "resource_spans"):
+        if (
+            self.reject
+            and hasattr(response, "partial_success")
+            and hasattr(request, "resource_spans")
+        ):
             response.partial_success.rejected_spans = sum(
                 len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans
             )
