@@ -316,6 +316,7 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         "spans": 0,
         "invalid_events": hotpath.invalid,
         "unmatched_ends": 0,
+        "limited_attributes": 0,
         "consumer_errors": 0,
         "export_dropped_spans": 0,
         "export_failed_spans": 0,

@@ -18,14 +18,16 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ..wire import END, FINISH, ROOT_RECORD, SLICE, STAGE_RECORD, START
+from .limits import AttributeLimits
 
 MAX_OPEN_REQUESTS = 1_000_000
 
 
 class SpanAssembler:
-    def __init__(self, max_open: int = MAX_OPEN_REQUESTS):
+    def __init__(self, max_open: int = MAX_OPEN_REQUESTS, limits: AttributeLimits | None = None):
         # handle -> [open starts by stage name, steps by stage name]
         self._state: OrderedDict = OrderedDict()
+        self.limits = limits or AttributeLimits()
         self.max_open = max_open
         self.unmatched = 0
         self.evicted = 0
@@ -47,6 +49,7 @@ class SpanAssembler:
             if kind == FINISH:
                 _, handle, t, (parent, t0, attrs, error) = event
                 self._state.pop(handle, None)
+                attrs = self.limits.apply(attrs)
                 records.append((ROOT_RECORD, handle[0], handle[1], parent, t0, t, attrs, error))
                 continue
             if kind == START:
@@ -72,5 +75,7 @@ class SpanAssembler:
                              None if acc is None else acc[i],
                              None if prop is None else prop[i]))  # fmt: skip
             if rows:
+                if batch_attrs:
+                    batch_attrs = self.limits.apply(batch_attrs)
                 records.append((STAGE_RECORD, name, batch_attrs, rows))
         return records

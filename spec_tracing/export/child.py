@@ -131,33 +131,55 @@ class Writer:
             if not count and self.stopping:
                 return
             try:
-                ok = self._export(records, count)
+                failed = self._export(records, count)
             except Exception as exc:
-                ok, why = False, f"{type(exc).__name__}: {exc}"
+                failed, why = count, f"{type(exc).__name__}: {exc}"
             else:
                 why = "the collector did not accept it"
-            # One warning per outage, not one per batch: a collector down for an hour must not
-            # flood the engine's log. The counts say how much was lost.
-            if ok and self.failing:
-                logger.warning("spec-tracing exporter: export resumed")
-            elif not ok and not self.failing:
-                logger.warning("spec-tracing exporter: export failing (%s); counting losses", why)
-            self.failing = not ok
+            ok = not failed
+            self._note_outcome(ok, why)
             with self.cond:
                 self.in_flight -= count
-                if ok:
-                    self.exported += count
-                else:
-                    self.failed += count
+                self.exported += count - failed
+                self.failed += failed
                 self.cond.notify_all()
             if not ok and self.on_loss is not None:
                 self.on_loss()
 
-    def _export(self, records: list, count: int) -> bool:
+    # One warning per outage, and at most one a minute: a collector down for an hour, or one
+    # that flaps between 200 and 500 (161 lines in 10 s), must not flood the engine's log.
+    # The counts say how much was lost.
+    WARN_EVERY_S = 60.0
+    _warned_at = -1e9
+
+    def _note_outcome(self, ok: bool, why: str) -> None:
+        if ok == (not self.failing):
+            return
+        self.failing = not ok
+        now = time.monotonic()
+        if not ok and now - self._warned_at >= self.WARN_EVERY_S:
+            self._warned_at = now
+            self._warned_failing = True
+            logger.warning("spec-tracing exporter: export failing (%s); counting losses", why)
+        elif ok and getattr(self, "_warned_failing", False):
+            self._warned_failing = False
+            logger.warning("spec-tracing exporter: export resumed")
+
+    def _export(self, records: list, count: int) -> int:
+        """Export one batch; the number of its spans that failed."""
         if self.exporter is None:
-            return True
-        payload = self.encode(records) if self.encode else self.build(records)
-        return self.exporter.export(payload) == SpanExportResult.SUCCESS
+            return 0
+        if not self.encode:
+            return (
+                0
+                if self.exporter.export(self.build(records)) == SpanExportResult.SUCCESS
+                else count
+            )
+        failed = 0
+        for part in self.encode(records):  # requests of at most MAX_REQUEST_BYTES each
+            if self.exporter.export(part) != SpanExportResult.SUCCESS:
+                failed += part.count
+        return failed
 
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -200,6 +222,24 @@ class Writer:
         }
 
 
+# Collectors refuse gRPC messages over 4 MiB by default: requests stay under 3 MiB, so that a
+# batch with large attributes fails nowhere (one 5 MB value failed all 2,002 spans of its batch).
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+
+def split_by_size(spans: list[bytes], limit: int) -> list[list[bytes]]:
+    parts, part, size = [], [], 0
+    for span in spans:
+        if part and size + len(span) > limit:
+            parts.append(part)
+            part, size = [], 0
+        part.append(span)
+        size += len(span)
+    if part:
+        parts.append(part)
+    return parts
+
+
 def make_writer(
     settings, version: str, on_loss=None, exporter=None, resource_attributes=None
 ) -> Writer:
@@ -221,8 +261,8 @@ def make_writer(
         encoder = OtlpEncoder(resource.attributes, INSTRUMENTATION_SCOPE, version)
 
         def encode(records):
-            spans = encoder.spans(records)
-            return EncodedSpans(encoder.request(spans), len(spans))
+            parts = split_by_size(encoder.spans(records), MAX_REQUEST_BYTES)
+            return [EncodedSpans(encoder.request(part), len(part)) for part in parts]
 
     builder = SpanBuilder(resource, version)
     return Writer(exporter, encode, builder.build, settings.export_queue_spans, on_loss)
@@ -231,6 +271,7 @@ def make_writer(
 def serve(conn_in: Connection, conn_out: Connection) -> None:
     """The exporter process's main loop: records in, exports out, replies to flush/stop."""
     from .assembler import SpanAssembler
+    from .limits import AttributeLimits
 
     _, settings, version, resource_attributes = conn_in.recv()
     if settings.export_nice:
@@ -241,10 +282,14 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     send_lock = threading.Lock()
     last_update = [0.0]
-    assembler = SpanAssembler()
+    assembler = SpanAssembler(limits=AttributeLimits.from_otel(settings.otel))
 
     def counts() -> dict:
-        return {**writer.counts(), "unmatched_ends": assembler.unmatched}
+        return {
+            **writer.counts(),
+            "unmatched_ends": assembler.unmatched,
+            "limited_attributes": assembler.limits.limited,
+        }
 
     def reply(message) -> bool:
         """False when the engine's process stopped listening (it gave up waiting, or exited)."""

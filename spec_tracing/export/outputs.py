@@ -17,6 +17,7 @@ from ..settings import Settings
 from .assembler import SpanAssembler
 from .child import make_writer
 from .exporters import check_span_exporter
+from .limits import AttributeLimits
 from .process import _BACKOFF_S, ExportProcess, span_count
 from .sdk_spans import SpanSink
 
@@ -29,7 +30,7 @@ class InProcessOutput:
     def __init__(self, provider: TracerProvider, version: str):
         self.provider = provider
         self.sink = SpanSink(provider, version)
-        self.assembler = SpanAssembler()
+        self.assembler = SpanAssembler(limits=AttributeLimits.from_otel(os.environ))
 
     def deliver(self, events: list) -> None:
         self.sink.write(self.assembler.feed(events))
@@ -40,7 +41,10 @@ class InProcessOutput:
 
     @property
     def export_counts(self) -> dict:
-        return {"unmatched_ends": self.assembler.unmatched}
+        return {
+            "unmatched_ends": self.assembler.unmatched,
+            "limited_attributes": self.assembler.limits.limited,
+        }
 
     def flush(self, timeout_s: float) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))
@@ -65,7 +69,7 @@ class ThreadOutput:
         self.sink = SpanSink(
             TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
         )
-        self.assembler = SpanAssembler()
+        self.assembler = SpanAssembler(limits=AttributeLimits.from_otel(settings.otel))
         self.owns_exporter = exporter is None  # one given to enable() is the caller's to close
         self.writer = make_writer(settings, version, exporter=exporter)
 
@@ -85,6 +89,7 @@ class ThreadOutput:
             # Queued or in flight when shutdown's time ran out: in no counter before.
             "export_lost_spans": self.writer.left_unexported,
             "unmatched_ends": self.assembler.unmatched,
+            "limited_attributes": self.assembler.limits.limited,
         }
 
     def after_fork_in_child(self) -> None:
@@ -189,6 +194,7 @@ class ProcessOutput:
             "export_rejected_spans": c.get("rejected_spans", 0),
             "export_lost_spans": process.unsent_spans + never_reported,
             "unmatched_ends": c.get("unmatched_ends", 0),
+            "limited_attributes": c.get("limited_attributes", 0),
             "spans": c.get("exported_spans", 0),
         }
 
@@ -228,7 +234,7 @@ class ProcessOutput:
 
 
 _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
-           "export_lost_spans", "unmatched_ends", "spans")  # fmt: skip
+           "export_lost_spans", "unmatched_ends", "limited_attributes", "spans")  # fmt: skip
 
 
 def build_output(settings: Settings, tracer_provider, span_exporter, version: str, like=None):

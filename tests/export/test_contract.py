@@ -551,3 +551,101 @@ def test_spans_the_collector_rejects_through_partial_success_are_not_counted_exp
         assert receiver.spans() == []
     s = spec_tracing.lifecycle.last_stats()
     assert s["spans"] == 0 and s["export_rejected_spans"] == offered, s
+
+
+@pytest.mark.parametrize("output", ["process-otlp", "thread-otlp", "file"])
+def test_attribute_limits_apply_on_every_path_and_cost_only_the_oversized_value(
+    monkeypatch, tmp_path, output
+):
+    from spec_tracing.report.otlp_json import read_spans
+
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "16")
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "10")
+    with OtlpReceiver("grpc") as receiver:
+        if output == "file":
+            spec_tracing.enable(exporter="file", file=str(tmp_path / "t.jsonl"), metrics=False)
+        else:
+            _otlp(monkeypatch, receiver.port)
+            spec_tracing.enable(export_process=output.startswith("process"), metrics=False)
+        big = ReqTimeStats(rid="big")
+        big.attributes["prompt.tag"] = "x" * 10_000
+        for i in range(50):
+            big.attributes[f"extra.{i}"] = i
+        small = [ReqTimeStats(rid=f"small{i}") for i in range(20)]
+        for r in [big, *small]:
+            r.finish()
+        assert spec_tracing.flush(10000)
+        limited = spec_tracing.stats()["limited_attributes"]
+        spec_tracing.shutdown()
+        spans = read_spans(str(tmp_path / "t.jsonl")) if output == "file" else receiver.spans()
+    roots = {s.attributes["spec_request.id"]: s for s in spans}
+    assert len(roots) == 21  # the neighbours are all there
+    (tag,) = [v for k, v in roots["big"].attributes.items() if k == "prompt.tag"] or [None]
+    assert tag is None or len(tag) <= 16
+    assert len(roots["big"].attributes) <= 10
+    assert limited >= 1 + 41  # the long value, and the attributes past ten
+
+
+def test_a_batch_of_large_spans_is_split_below_the_collectors_message_limit(monkeypatch):
+    # gRPC receivers refuse messages over 4 MiB: 300 roots with 30 kB each (under the value
+    # length limit) were one ~9 MB request, and every span of it failed.
+    with OtlpReceiver("grpc") as receiver:
+        _otlp(monkeypatch, receiver.port)
+        spec_tracing.enable(export_process=False, metrics=False)
+        for i in range(300):
+            r = ReqTimeStats(rid=f"r{i}")
+            r.attributes["note"] = "x" * 30_000
+            r.finish()
+        assert spec_tracing.flush(20000)
+        stats = spec_tracing.stats()
+        spec_tracing.shutdown()
+        assert stats["export_failed_spans"] == 0 and stats["spans"] == 300
+        assert len(receiver.spans()) == 300
+
+
+class _Flapping:
+    """An OTLP/HTTP 'collector' that answers 200 and 500 in turn."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        turn = [0]
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                turn[0] += 1
+                self.send_response(200 if turn[0] % 2 else 500)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_flapping_collector_is_one_warning_not_one_per_batch(monkeypatch, caplog):
+    flapping = _Flapping()
+    try:
+        _otlp(monkeypatch, flapping.port, "http")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                           f"http://127.0.0.1:{flapping.port}/v1/traces")  # fmt: skip
+        with caplog.at_level("WARNING"):
+            spec_tracing.enable(export_process=False, metrics=False)
+            for _ in range(30):
+                _load(n=5, steps=1)
+                spec_tracing.flush(5000)
+            stats = spec_tracing.stats()
+            spec_tracing.shutdown()
+    finally:
+        flapping.close()
+    assert stats["export_failed_spans"] > 0 and stats["spans"] > 0  # it did flap
+    lines = [r for r in caplog.records if "spec-tracing exporter" in r.getMessage()]
+    assert len([r for r in lines if "failing" in r.getMessage()]) == 1, lines
