@@ -96,6 +96,12 @@ def _text(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _path(name: str, raw: str) -> str:
+    """Absolute at enable(): an exporter process started later (a replacement, after the
+    engine changed directory) must write the same file."""
+    return os.path.abspath(_text(name, raw))
+
+
 @dataclass(frozen=True)
 class Var:
     """One environment variable: the Settings field it feeds, its default and its meaning."""
@@ -137,7 +143,7 @@ SPEC_VARS: tuple[Var, ...] = (
         "SPEC_TRACING_FILE",
         "file",
         "spec-traces.jsonl",
-        _text,
+        _path,
         "Output of the file exporter: one OTLP JSON export request per line (the OpenTelemetry "
         "Collector file exporter's format). Appended to.",
     ),
@@ -437,6 +443,7 @@ class Settings:
                 parse(name, raw)
                 otel[name] = raw
         _check_bsp(otel)
+        values["file"] = os.path.abspath(values["file"])  # the default too (see _path)
         settings = cls(otel=otel, **values)
         return settings.with_overrides(**overrides) if overrides else settings
 

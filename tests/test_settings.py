@@ -99,8 +99,11 @@ def test_batch_size_above_queue_size_is_rejected(monkeypatch):
 
 
 def test_defaults_when_nothing_is_set():
+    import os
+
     s = Settings.from_env({})
-    assert (s.enabled, s.level, s.exporter, s.file) == (False, 3, "otlp", "spec-traces.jsonl")
+    assert (s.enabled, s.level, s.exporter) == (False, 3, "otlp")
+    assert s.file == os.path.abspath("spec-traces.jsonl")
 
 
 def test_keyword_overrides_are_validated_like_variables():
@@ -242,3 +245,14 @@ def test_a_fifo_with_no_peer_is_a_config_error_not_a_hang(monkeypatch, tmp_path,
         os.close(os.open(fifo, os.O_RDWR))
     assert not thread.is_alive(), "enable() blocked on the FIFO"
     assert len(errors) == 1 and errors[0].variable == variable
+
+
+def test_a_relative_trace_file_is_resolved_once_at_enable(monkeypatch, tmp_path):
+    # A replacement exporter process started after the engine changed directory wrote a
+    # second file there.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPEC_TRACING_FILE", "traces/t.jsonl")
+    assert Settings.from_env().file == str(tmp_path / "traces" / "t.jsonl")
+    assert Settings.from_env(file="u.jsonl").file == str(tmp_path / "u.jsonl")
+    monkeypatch.delenv("SPEC_TRACING_FILE")
+    assert Settings.from_env().file == str(tmp_path / "spec-traces.jsonl")

@@ -118,3 +118,28 @@ def test_vllm_plugin_switched_on_without_vllm_logs_why_and_never_raises():
     done = _plugins(enabled="1")
     assert done.returncode == 0, done.stderr
     assert "spec-tracing: vLLM not instrumented: No module named 'vllm'" in done.stderr
+
+
+EXPORTER_ENVIRONMENT = """
+import spec_tracing
+spec_tracing.enable()  # (already on: this only reads back what the plugin started)
+pid = spec_tracing.lifecycle._active.output.process._proc.pid
+environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\\0")
+print([e.decode() for e in environ if e.startswith(b"PYTHONPATH=")])
+spec_tracing.shutdown()
+"""
+
+
+def test_the_exporter_process_does_not_run_opentelemetry_instruments_auto_instrumentation(
+    tmp_path,
+):
+    tool = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    env = clean_env()
+    env.update(SPEC_TRACING_ENABLED="1", SPEC_TRACING_EXPORTER="file",
+               SPEC_TRACING_FILE=str(tmp_path / "t.jsonl"), OTEL_TRACES_EXPORTER="none",
+               OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")  # fmt: skip
+    out = subprocess.run([tool, sys.executable, "-c", EXPORTER_ENVIRONMENT], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "PYTHONPATH=" in out.stdout
+    assert "auto_instrumentation" not in out.stdout
