@@ -55,10 +55,17 @@ def _demo(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"spec-tracing demo: {_flag_names(exc, args)}", file=sys.stderr)
         return 2
-    if settings.exporter == "file" and os.path.exists(settings.file):
-        os.remove(settings.file)  # the file holds this run only
     metric_reader = InMemoryMetricReader()
-    settings = lifecycle.enable(metric_readers=[metric_reader], **overrides)
+    try:  # a bad Prometheus address, say: one line, and the last trace left as it was
+        settings = lifecycle.enable(metric_readers=[metric_reader], **overrides)
+    except ConfigError as exc:
+        print(f"spec-tracing demo: {_flag_names(exc, args)}", file=sys.stderr)
+        return 2
+    if settings.exporter == "file" and os.path.isfile(settings.file):
+        # The file holds this run only: emptied now that tracing is on and nothing has been
+        # written yet (truncated in place, as the exporter holds it open for append).
+        with open(settings.file, "r+b") as f:
+            f.truncate(0)
     summary = TraceSummary()
     lifecycle.add_record_listener(lambda records: add_records(summary, records))
 
@@ -95,7 +102,8 @@ def _demo(args: argparse.Namespace) -> int:
         )
     print(f"trace             {_where(settings)}")
     lost = {k: v for k, v in counts.items() if v and k not in ("spans", "unmatched_ends")}
-    print(f"spans exported    {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
+    verb = {"none": "discarded", "console": "printed"}.get(settings.exporter, "exported")
+    print(f"spans {verb:<11} {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
     return 130 if interrupted else 0
 
 
@@ -137,6 +145,10 @@ def _report(args: argparse.Namespace) -> int:
     from .stages import RequestStage
 
     logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
+    problem = _check_outputs(args)
+    if problem:  # before the (possibly long) parse
+        print(f"spec-tracing report: {problem}", file=sys.stderr)
+        return 2
     try:
         spans = read_spans(args.file)
     except TraceFileError as exc:
@@ -164,6 +176,30 @@ def _report(args: argparse.Namespace) -> int:
             return 2
         print(f"wrote {path}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> str | None:
+    """What is wrong with the output paths, if anything: one over the input, two the same, or
+    one that cannot be written (a directory, a missing folder)."""
+    given = [
+        (flag, path)
+        for flag, path in (("--html", args.html), ("--jaeger-json", args.jaeger_json))
+        if path
+    ]
+    seen: dict = {}
+    for flag, path in given:
+        real = os.path.realpath(path)
+        if real == os.path.realpath(args.file):
+            return f"{flag} {path!r} is the input file; name another output"
+        if real in seen:
+            return f"{flag} and {seen[real]} both name {path!r}; give each its own file"
+        seen[real] = flag
+        if os.path.isdir(path):
+            return f"{flag} {path!r} is a directory; name a file"
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK):
+            return f"{flag} {path!r}: cannot write in {folder}"
+    return None  # fmt: skip
 
 
 def _positive(text: str) -> int:
@@ -276,7 +312,11 @@ def _doctor(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C in report or doctor (demo handles its own): no traceback
+        print(f"spec-tracing {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -299,8 +299,12 @@ def add_stats_source(source) -> None:
 
 
 def stats() -> dict[str, int]:
-    """Counters of the plugin itself (see _stats_of)."""
-    return _stats_of(_active)
+    """Counters of the plugin itself (see _stats_of); after shutdown(), the run's final ones
+    (what it delivered and lost), until tracing is enabled again."""
+    active = _active
+    if active is None and _last_stats:
+        return dict(_last_stats)
+    return _stats_of(active)
 
 
 def _stats_of(active: _Active | None) -> dict[str, int]:

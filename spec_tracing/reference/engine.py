@@ -107,6 +107,15 @@ class Engine:
                 f"prompt {prompt!r:.60} is not allowed; use 1+ token ids in 0..{cfg.vocab - 1}"
             )
         if len(prompt) + max_new_tokens + self.max_steps + 1 > cfg.max_len or max_new_tokens < 1:
+            room = cfg.max_len - len(prompt) - max_new_tokens - 1
+            if max_new_tokens >= 1 and self.max_steps > max(room, 0) and room >= 1:
+                # The draft width is what does not fit: say so, not max_new_tokens.
+                raise ValueError(
+                    f"draft width (num_steps) {self.max_steps} is not allowed with "
+                    f"{max_new_tokens} new tokens for a prompt of {len(prompt)} tokens; "
+                    f"use at most {room} (prompt + new tokens + draft width must fit in "
+                    f"{cfg.max_len})"
+                )
             raise ValueError(
                 f"max_new_tokens {max_new_tokens} is not allowed for a prompt of "
                 f"{len(prompt)} tokens; prompt + new tokens + draft width must fit "

@@ -649,3 +649,13 @@ def test_a_flapping_collector_is_one_warning_not_one_per_batch(monkeypatch, capl
     assert stats["export_failed_spans"] > 0 and stats["spans"] > 0  # it did flap
     lines = [r for r in caplog.records if "spec-tracing exporter" in r.getMessage()]
     assert len([r for r in lines if "failing" in r.getMessage()]) == 1, lines
+
+
+def test_stats_after_shutdown_are_the_runs_final_counts():
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    spec_tracing.enable(span_exporter=InMemorySpanExporter(), metrics=False)
+    offered = _load(n=10, steps=2)
+    spec_tracing.shutdown()
+    assert spec_tracing.stats()["spans"] == offered  # zeros before
+    assert spec_tracing.stats() == spec_tracing.lifecycle.last_stats()

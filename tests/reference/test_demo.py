@@ -159,6 +159,13 @@ def test_compose_file_validates_and_the_collector_pipeline_reaches_jaeger():
     (exporter,) = pipeline["exporters"]
     assert collector["exporters"][exporter]["endpoint"] == "jaeger:4317"
     assert set(collector["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    # The plugin exports metrics over OTLP too: without a metrics pipeline the collector
+    # answered UNIMPLEMENTED and the demo logged "Failed to export metrics".
+    metrics = collector["service"]["pipelines"]["metrics"]
+    assert metrics["receivers"] == ["otlp"]
+    (scrape,) = metrics["exporters"]
+    port = collector["exporters"][scrape]["endpoint"].rsplit(":", 1)[1]
+    assert port in published
 
 
 @pytest.mark.parametrize(
@@ -170,14 +177,20 @@ def test_compose_file_validates_and_the_collector_pipeline_reaches_jaeger():
         (["--adaptive", "nosuchfile.json"], "'nosuchfile.json' cannot be read"),
         (["--trace-file", "/missing/dir/x"], "--trace-file '/missing/dir/x' is not allowed"),
         (["--batch-size", "x"], "--batch-size: 'x' is not allowed"),
+        (["--num-steps", "400"], "draft width (num_steps) 400 is not allowed"),
+        # An address that cannot be bound: one line, and the last trace left as it was.
+        (["--num-requests", "2"], "SPEC_TRACING_PROMETHEUS_HOST='999.1.1.1' is not allowed"),
     ],
 )
 def test_a_bad_flag_is_one_line_exit_2_and_leaves_the_last_trace(tmp_path, flags, says):
     trace = tmp_path / "spec-traces.jsonl"
     trace.write_text('{"resourceSpans": []}\n')  # the previous run's trace
+    env = clean_env()
+    if "PROMETHEUS_HOST" in says:
+        env.update(SPEC_TRACING_PROMETHEUS_PORT="9464", SPEC_TRACING_PROMETHEUS_HOST="999.1.1.1")
     out = subprocess.run(
         [sys.executable, "-m", "spec_tracing.cli", "demo", "--quiet", *flags],
-        cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2
     assert says in out.stderr and "Traceback" not in out.stderr

@@ -198,3 +198,53 @@ def test_jaeger_json_keeps_scope_kind_status_events_links_and_typed_resource(tmp
     process = trace["processes"][out["processID"]]
     assert process["serviceName"] == "svc"
     assert {"key": "pid", "type": "int64", "value": 42} in process["tags"]
+
+
+@pytest.mark.parametrize(
+    "outputs, says",
+    [
+        (["--html", "{input}"], "is the input file"),
+        (["--html", "{tmp}/a", "--jaeger-json", "{tmp}/a"], "both name"),
+        (["--html", "{tmp}"], "is a directory"),
+    ],
+)
+def test_report_refuses_outputs_over_its_input_or_each_other_before_reading(
+    captured, tmp_path, outputs, says
+):
+    before = captured.read_bytes()
+    args = [a.format(input=captured, tmp=tmp_path) for a in outputs]
+    done = _cli("report", str(captured), *args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""  # refused before the input was parsed and summarized
+    assert captured.read_bytes() == before
+
+
+def test_a_trace_without_verify_spans_takes_acceptance_from_its_request_spans():
+    # Roots carry each request's acceptance summary; a trace whose step spans were not kept
+    # still has the run's figures.
+    from spec_tracing.report.summary import TraceSummary
+
+    with_steps, roots_only = TraceSummary(), TraceSummary()
+    for accepted, proposed in ((2, 3), (0, 3), (3, 3)):
+        with_steps.add("spec_verify", 0, 1, {SpanAttr.ACCEPTED_TOKENS: accepted,
+                                             SpanAttr.PROPOSED_TOKENS: proposed})  # fmt: skip
+    root = {SpanAttr.VERIFY_ROUNDS: 3, SpanAttr.TOTAL_ACCEPTED: 5, SpanAttr.TOTAL_PROPOSED: 9}
+    for summary in (with_steps, roots_only):
+        summary.add("spec_request", 0, 10, root)
+
+    def figures(summary):
+        lines = summary.render().splitlines()
+        return [line for line in lines if line.startswith(("accept rate", "accept len"))]
+
+    assert figures(roots_only) == figures(with_steps)
+    assert figures(roots_only)[0].startswith("accept rate       0.556  (5 of 9 drafts)")
+
+
+def test_the_stage_table_keeps_its_columns_apart_past_100_seconds():
+    from spec_tracing.report.summary import TraceSummary
+
+    summary = TraceSummary()
+    summary.add("spec_request", 0, 130_599_530_000, {})  # a 130.6 s request
+    header, row = summary.render().splitlines()[:2]
+    assert row.split() == ["spec_request", "1", "130599.530", "130599.530"]
+    assert len(header) == len(row)
