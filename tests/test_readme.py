@@ -64,10 +64,25 @@ def run_my_engine(prompts):
 
 
 def test_instrumenting_example_runs(tmp_path):
+    from spec_tracing.report.otlp_json import read_spans
+
     code = _block("python", "class Worker:")
+    code += "\nspec_tracing.shutdown()\nprint('INVALID', spec_tracing.stats()['invalid_events'])\n"
     done = _run(code, tmp_path, {"SPEC_TRACING_EXPORTER": "file"})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert '"spec_request"' in (tmp_path / "spec-traces.jsonl").read_text()
+    assert "INVALID 0" in done.stdout
+    spans = read_spans(str(tmp_path / "spec-traces.jsonl"))
+    names = sorted(s.name for s in spans)
+    assert (
+        names
+        == ["spec_draft"] * 2
+        + ["spec_draft_extend"] * 2
+        + ["spec_request"] * 2
+        + ["spec_verify"] * 2
+    )
+    verify = [s for s in spans if s.name == "spec_verify"]
+    assert {(s.attributes["accepted_tokens"], s.attributes["spec_decode.proposed_tokens"])
+            for s in verify} == {(2, 3)}  # fmt: skip
 
 
 def test_transformers_example_runs(tmp_path):

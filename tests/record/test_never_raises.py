@@ -118,3 +118,21 @@ def test_control_plane_calls_raise_one_clear_error():
         spec_tracing.set_trace_level(9)
     with pytest.raises(spec_tracing.ConfigError, match="level"):
         spec_tracing.enable(level=7)
+
+
+def test_an_unreadable_count_getter_is_counted_per_request(spec_spans):
+    from spec_tracing import trace_stage
+
+    class Worker:
+        k = 3
+
+        @trace_stage(RequestStage.SPEC_VERIFY, accepted="result.accept_lens", proposed="self.k")
+        def verify(self, batch):
+            return None  # the count cannot be read from this
+
+    before = spec_tracing.stats()["invalid_events"]
+    Worker().verify(Batch([Req(0), Req(1), Req(2)]))
+    spec_tracing.flush()
+    assert spec_tracing.stats()["invalid_events"] == before + 3  # was 0: silently no counts
+    verify = [s for s in spec_spans.spans() if s.name == "spec_verify"]
+    assert len(verify) == 3 and all("accepted_tokens" not in s.attributes for s in verify)

