@@ -1,8 +1,9 @@
-"""Every code block of the README runs (filled in with the reference engine or tiny models where
-it says "your engine"), so the README cannot drift from the code. Blocks that need what this
-machine lacks are accounted for by name: the Docker one is checked by `docker compose config`
-(tests/reference/test_demo.py), the vLLM server line runs in the vLLM tier's server test, and
-the install/test commands are what CI runs."""
+"""Every code block of the README and of docs/ runs (filled in with the reference engine or tiny
+models where it says "your engine"), so the documentation cannot drift from the code. A block
+that appears on two pages (the README's enable blocks repeat the engines' pages) is one block.
+Blocks that need what this machine lacks are accounted for by name: the Docker one is checked
+by `docker compose config` (tests/reference/test_demo.py), the vLLM server line runs in the
+vLLM tier's server test, and the install/test commands are what CI runs."""
 
 import re
 import subprocess
@@ -12,12 +13,15 @@ from pathlib import Path
 from conftest import clean_env
 
 ROOT = Path(__file__).parents[1]
-BLOCKS = re.findall(r"```(\w*)\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = sorted(
+    {block for page in PAGES for block in re.findall(r"```(\w*)\n(.*?)```", page.read_text(), re.S)}
+)
 
 
 def _block(language: str, marker: str) -> str:
     found = [body for lang, body in BLOCKS if lang == language and marker in body]
-    assert len(found) == 1, f"README: {len(found)} {language} blocks contain {marker!r}"
+    assert len(found) == 1, f"README and docs/: {len(found)} {language} blocks contain {marker!r}"
     return found[0]
 
 
