@@ -317,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C in report or doctor (demo handles its own): no traceback
         print(f"spec-tracing {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `spec-tracing doctor | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -248,3 +248,15 @@ def test_the_stage_table_keeps_its_columns_apart_past_100_seconds():
     header, row = summary.render().splitlines()[:2]
     assert row.split() == ["spec_request", "1", "130599.530", "130599.530"]
     assert len(header) == len(row)
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(captured):
+    # `spec-tracing report FILE --requests | head -1`
+    cmd = [sys.executable, "-m", "spec_tracing.cli", "report", str(captured), "--requests"]
+    with subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:  # fmt: skip
+        proc.stdout.readline()
+        proc.stdout.close()  # the reader is gone
+        err = proc.stderr.read()
+        proc.wait(60)
+    assert "Traceback" not in err and "BrokenPipe" not in err
