@@ -18,6 +18,8 @@ if os.environ.get("REQUIRE_VLLM"):  # scripts/test-vllm.sh: a broken install mus
 else:
     pytest.importorskip("vllm", reason="the vLLM tier runs in its own environment")
 
+from vllm_runners import cpu_build_env  # noqa: E402
+
 from spec_tracing.semconv import SpanAttr  # noqa: E402
 from spec_tracing.testing.otlp_receiver import OtlpReceiver  # noqa: E402
 
@@ -33,6 +35,7 @@ def model_dir(tmp_path_factory):
 def _run_app(model_dir, env_extra, traceparent=None):
     env = clean_env()
     env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", SPEC_TRACING_ENABLED="1")
+    env.update(cpu_build_env(env))
     env.update(env_extra)
     args = [sys.executable, APP, model_dir] + ([traceparent] if traceparent else [])
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)

