@@ -521,7 +521,9 @@ def test_spans_still_queued_when_in_thread_shutdown_times_out_are_counted_lost(m
     hole = BlackHole()
     try:
         _otlp(monkeypatch, hole.port)
-        spec_tracing.enable(export_process=False, metrics=False, shutdown_timeout_ms=500)
+        # 3 s: time for the recorder to hand every span to the export threads on a loaded
+        # machine, while the black hole keeps them from exporting any.
+        spec_tracing.enable(export_process=False, metrics=False, shutdown_timeout_ms=3000)
         offered = _load(n=5000, steps=3)  # 5 export batches: 2 in flight, the rest queued
         spec_tracing.shutdown()
         s = spec_tracing.lifecycle.last_stats()

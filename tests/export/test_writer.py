@@ -14,9 +14,11 @@ class _HeldExporter:
 
     def __init__(self):
         self.release = threading.Event()
+        self.taken = threading.Event()  # an export thread holds a batch
         self.batches = []
 
     def export(self, payload):
+        self.taken.set()
         self.release.wait(30)
         self.batches.append(payload)
         from opentelemetry.sdk.trace.export import SpanExportResult
@@ -42,7 +44,9 @@ def test_chunks_wait_pickled_past_the_threshold_and_come_out_whole():
     writer = Writer(exporter, None, lambda records: list(records), capacity=100_000)
     writer.PACK_ABOVE_SPANS = 640  # ten records of 64
     sent = [_record(step) for step in range(40)]
-    for record in sent:
+    writer.put([sent[0]])
+    assert exporter.taken.wait(30)  # the first chunk is with the (held) exporter: a loaded
+    for record in sent[1:]:  # machine could otherwise pack it before a thread took it
         writer.put([record])
     with writer.cond:
         kinds = [type(chunk) for chunk, _ in writer.queue]
