@@ -37,11 +37,29 @@ def model_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tiny-llama-sglang"))
 
 
+def _skip_if_sglangs_ngram_kernel_does_not_build(output: str) -> None:
+    """SGLang 0.5.18's NGRAM worker JIT-compiles a C++ corpus whose header uses size_t without
+    including <cstddef>: with this machine's gcc 12 it fails to build ("'size_t' has not been
+    declared", SGLang's own error, before any step runs); 0.5.23 builds. Nothing of ours is
+    involved, so such a run is skipped, saying so, and the EAGLE-family cases still run."""
+    if "Failed to build JIT module sgl_kernel_jit_ngram_corpus" in output:
+        pytest.skip(f"SGLang {_sglang_version()}: its own n-gram kernel does not compile here "
+                    "(ngram_corpus/result.h: 'size_t' has not been declared)")  # fmt: skip
+
+
+def _sglang_version() -> str:
+    from importlib.metadata import version
+
+    return version("sglang")
+
+
 def _run(model_dir, mode, env_extra=None, steps=1):
     env = {**clean_env(), "SGLANG_USE_CPU_ENGINE": "1", "HF_HUB_OFFLINE": "1",
            "RUN_ENGINE_DRAFT_STEPS": str(steps), **(env_extra or {})}  # fmt: skip
     done = subprocess.run([sys.executable, RUN, model_dir, mode], env=env, capture_output=True,
                           text=True, timeout=900)  # fmt: skip
+    if done.returncode != 0:
+        _skip_if_sglangs_ngram_kernel_does_not_build(done.stderr)
     assert done.returncode == 0, done.stderr[-4000:]
     (line,) = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     return json.loads(line.removeprefix("RESULT "))
@@ -325,6 +343,9 @@ def test_launch_server_traces_every_request_and_survives_ctrl_c(model_dir, greed
         try:
             deadline = time.monotonic() + 600
             while True:
+                if server.poll() is not None:
+                    log_text = (tmp_path / "server.log").read_text()
+                    _skip_if_sglangs_ngram_kernel_does_not_build(log_text)
                 assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "server did not start"
                 try:
