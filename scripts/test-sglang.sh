@@ -13,9 +13,16 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-# Every package pinned, none resolved: see requirements-sglang.txt (its pins serve 0.5.18 too).
+# Every package pinned, none resolved: see requirements-sglang.txt. Releases that pin other
+# versions of a package get them here (0.5.18: transformers 5.12.1, whose tokenizers range
+# ends below 0.23.1; with 0.5.23's transformers its config registry clashes: "'qwen3_asr' is
+# already used by a Transformers config").
 requirements="$(mktemp)"
 sed "s/^sglang==.*/sglang==$version/" requirements-sglang.txt > "$requirements"
+case "$version" in
+    0.5.18) sed -i "s/^transformers==.*/transformers==5.12.1/; s/^tokenizers==.*/tokenizers==0.22.2/" \
+                "$requirements" ;;
+esac
 "$venv/bin/python" -m pip install --quiet --no-deps -r "$requirements"
 rm -f "$requirements"
 "$venv/bin/python" -m pip install --quiet --no-deps -e .
