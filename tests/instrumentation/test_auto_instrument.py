@@ -143,3 +143,20 @@ def test_the_exporter_process_does_not_run_opentelemetry_instruments_auto_instru
     assert out.returncode == 0, out.stderr
     assert "PYTHONPATH=" in out.stdout
     assert "auto_instrumentation" not in out.stdout
+
+
+def test_doctor_lists_each_engine_its_range_and_every_seam_without_starting_one():
+    out = subprocess.run([sys.executable, "-m", "spec_tracing.cli", "doctor"], env=clean_env(),
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for engine in ("vLLM", "SGLang", "transformers"):
+        assert f"\n{engine}: " in text
+    transformers = text.split("\ntransformers: ")[1]
+    assert "in the supported range" in transformers.splitlines()[0]
+    assert "wrapped  GenerationMixin._assisted_decoding" in transformers
+    assert "every seam found" in transformers
+    # The doctor wraps to check and unwraps: transformers is left exactly as it was.
+    from transformers.generation.utils import GenerationMixin
+
+    assert not hasattr(vars(GenerationMixin)["_assisted_decoding"], "__wrapped__")

@@ -144,3 +144,14 @@ def test_a_missing_worker_seam_costs_its_timing_not_the_counts(model_dir, tmp_pa
         assert all(s.end_ns > s.start_ns for s in verify)
     # The draft's own seam still times it.
     assert all(stages[rid]["spec_draft"] for rid in result["requests"])
+
+
+def test_doctor_finds_every_vllm_seam_of_this_release():
+    done = subprocess.run([sys.executable, "-m", "spec_tracing.cli", "doctor"], env=clean_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    vllm_part = done.stdout.split("\nvLLM: ")[1].split("\n\n")[0]
+    assert "in the supported range" in vllm_part.splitlines()[0]
+    assert "code path:" in vllm_part and "MISSING" not in vllm_part
+    assert "wrapped  GPUModelRunner.sample" in vllm_part  # the V2 runner's
+    assert "every seam found" in vllm_part
