@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from .export.assembler import SpanAssembler
 from .export.outputs import InProcessOutput, ProcessOutput, ThreadOutput, build_output
 from .metrics.instruments import SpecMetrics
-from .metrics.readers import Meters, build_meters
+from .metrics.readers import PROMETHEUS_CLASHES, Meters, build_meters
 from .record import hotpath
 from .record.compactor import Materializer
 from .record.recorder import Recorder
@@ -79,8 +79,6 @@ def enable(
             and export_like is None  # the engine has its own metrics
             and isinstance(output, (ProcessOutput, ThreadOutput))
         )
-        from .metrics.readers import PROMETHEUS_CLASHES
-
         PROMETHEUS_CLASHES[0] = 0  # stats() counts from this enable()
         try:
             meters = build_meters(
@@ -311,8 +309,6 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
     """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
     invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
     process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
-    from .metrics.readers import PROMETHEUS_CLASHES
-
     out = {
         "prometheus_endpoints_not_served": PROMETHEUS_CLASHES[0],
         "dropped_events": hotpath.dropped,

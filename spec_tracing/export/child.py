@@ -46,6 +46,8 @@ class Writer:
         self.dropped = 0
         self.failed = 0  # spans whose export the exporter reported failed
         self.failing = False
+        self._warned_at = -1e9  # when "export failing" was last said
+        self._warned_failing = False  # it was said for the outage in progress
         self.cond = threading.Condition()
         self.stopping = False
         self._start_threads()
@@ -150,7 +152,6 @@ class Writer:
     # that flaps between 200 and 500 (161 lines in 10 s), must not flood the engine's log.
     # The counts say how much was lost.
     WARN_EVERY_S = 60.0
-    _warned_at = -1e9
 
     def _note_outcome(self, ok: bool, why: str) -> None:
         if ok == (not self.failing):
@@ -161,7 +162,7 @@ class Writer:
             self._warned_at = now
             self._warned_failing = True
             logger.warning("spec-tracing exporter: export failing (%s); counting losses", why)
-        elif ok and getattr(self, "_warned_failing", False):
+        elif ok and self._warned_failing:
             self._warned_failing = False
             logger.warning("spec-tracing exporter: export resumed")
 
