@@ -87,7 +87,7 @@ def enable(
         except BaseException:
             output.shutdown(0.0)
             raise
-        hotpath.invalid = hotpath.dropped_finishes = 0  # stats() counts from this enable()
+        hotpath.invalid = hotpath.dropped = hotpath.dropped_finishes = 0  # stats() from here
         materializer = Materializer(output.deliver)
         if meters.provider is not None:
             materializer.metrics = SpecMetrics.for_provider(meters.provider, stats)
@@ -306,9 +306,10 @@ def stats() -> dict[str, int]:
 
 
 def _stats_of(active: _Active | None) -> dict[str, int]:
-    """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full),
-    invalid events (bad input), unmatched stage ends, consumer errors and, with the exporter
-    process, spans it dropped (its buffer full) or failed to export (as of the last flush)."""
+    """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full, or
+    still buffered when shutdown ran out of time), invalid events (bad input), unmatched stage
+    ends, consumer errors and, with the exporter process, spans it dropped (its buffer full) or
+    failed to export (as of the last flush)."""
     out = {
         "prometheus_endpoints_not_served": PROMETHEUS_CLASHES[0],
         "dropped_events": hotpath.dropped,
@@ -327,6 +328,7 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         out.update(
             spans=active.output.spans,
             invalid_events=hotpath.invalid + active.materializer.invalid,
+            dropped_events=hotpath.dropped + active.recorder.undrained,
             consumer_errors=active.recorder.consumer_errors,
         )
         out.update(active.output.export_counts)

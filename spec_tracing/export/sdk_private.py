@@ -4,7 +4,8 @@ Three shortcuts save the exporter most of its cost, and each leans on an SDK int
 - finished spans are handed to a provider's span processors directly (`_active_span_processor`),
   the object the SDK's own tracer hands them to;
 - pre-encoded OTLP bytes go to the HTTP exporter's `_client.export` (checking `_shutdown`; its
-  `_client._submit` is wrapped to read the response's partial_success), and
+  `_client._submit` is wrapped to read the response's partial_success; the requests session at
+  `_client._transport._session` gets an overall deadline per request, deadline.py), and
   to the gRPC exporter's channel as they are: its `_translate_data` hook returns them and its
   `_stub` (from which `_initialize_channel_and_stub` builds the client) serializes bytes as
   bytes, so retries, headers, TLS and reconnection stay the SDK's.
@@ -75,6 +76,22 @@ class Rejections:
             self.rejected_spans += rejected
 
 
+def http_session(exporter: Any) -> Any:
+    """The requests.Session an SDK OTLP/HTTP exporter (spans or metrics) sends with, or None."""
+    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+    return getattr(transport, "_session", None)
+
+
+def bound_http_requests(exporter: Any) -> Any:
+    """`exporter` with each of its HTTP requests bounded as a whole by its timeout."""
+    from .deadline import with_deadline
+
+    session = http_session(exporter)
+    if session is not None:
+        with_deadline(session)
+    return exporter
+
+
 def http_exporter_class() -> type:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -87,6 +104,7 @@ def http_exporter_class() -> type:
 
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
+            bound_http_requests(self)
             submit = getattr(getattr(self, "_client", None), "_submit", None)
             if submit is not None:  # the response body, for partial_success
 
@@ -189,6 +207,8 @@ def missing() -> list[str]:
     for name in ("export", "_submit"):
         if not hasattr(getattr(http, "_client", None), name):
             gone.append(f"http OTLPSpanExporter._client.{name}")
+    if http_session(http) is None:
+        gone.append("http OTLPSpanExporter._client._transport._session")
     http.shutdown()
     grpc = Grpc()
     gone += [f"grpc OTLPSpanExporter.{n}" for n in _GRPC_INTERNALS if not hasattr(grpc, n)]

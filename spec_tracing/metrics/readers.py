@@ -82,8 +82,12 @@ def _otlp_metric_exporter(otel):
     )
     if protocol.strip().lower() == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        from ..export.sdk_private import bound_http_requests
+
+        return bound_http_requests(OTLPMetricExporter())
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
     return OTLPMetricExporter()
 
 

@@ -33,6 +33,7 @@ class Recorder:
         self.capacity = capacity
         self.level = level
         self.consumer_errors = 0
+        self.undrained = 0  # events still buffered when shutdown() ran out of time
         self._lock = threading.Lock()  # one drainer at a time: the thread or a flush()
         self._wake = threading.Event()
         self._stopped = False
@@ -94,9 +95,13 @@ class Recorder:
         return True
 
     def shutdown(self, timeout_s: float) -> bool:
-        """Stop recording, drain what is buffered, stop the thread."""
+        """Stop recording, drain what is buffered, stop the thread. What the consumer could not
+        take in time is counted in `undrained`: it becomes no span."""
         hotpath._deactivate()
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout_s)
-        return self.flush(timeout_s)
+        drained = self.flush(timeout_s)
+        if not drained:
+            self.undrained = len(self.queue)
+        return drained

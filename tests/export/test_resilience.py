@@ -310,3 +310,98 @@ def test_shutdown_with_the_collector_down_counts_every_span_it_could_not_export(
     not_exported = (stats["export_dropped_spans"] + stats["export_failed_spans"]
                     + stats["export_lost_spans"])  # fmt: skip
     assert not_exported == offered, stats
+
+
+class _TricklingCollector:
+    """Accepts OTLP/HTTP requests and answers each a byte every 0.2 s until released (a 100 kB
+    body: hours): every single read succeeds, so only an overall deadline ends the request."""
+
+    def __init__(self):
+        self.released = threading.Event()
+        self.requests = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.released.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(1 << 20)
+                self.requests += 1
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000:
+                    if self.released.wait(0.2):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                pass
+
+    def release(self):
+        self.released.set()
+        self._server.close()
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_a_trickling_http_collector_holds_an_export_no_longer_than_its_timeout(
+    monkeypatch, export_process
+):
+    # Each read of a trickled response succeeds, so a per-read timeout never fires: the export
+    # thread was held as long as the collector liked (30 s with a 2 s timeout).
+    collector = _TricklingCollector()
+    try:
+        _otlp(monkeypatch, collector.port, "http")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+        spec_tracing.enable(exporter="otlp", metrics=False, export_process=export_process)
+        _, offered = _phase("trickled", n=2, steps=2)
+        stats = spec_tracing.stats()
+        for _ in range(600):  # a liveness bound, not a timing one
+            if stats["export_failed_spans"] >= offered:
+                break
+            time.sleep(0.1)
+            stats = spec_tracing.stats()
+        still_trickling = not collector.released.is_set()
+        assert stats["export_failed_spans"] == offered, stats
+        assert stats["spans"] == 0
+        assert collector.requests >= 1
+        assert still_trickling  # the export gave up while the collector was still answering
+        assert _shutdown_returns(2000)
+    finally:
+        collector.release()
+
+
+def test_a_trickling_http_collector_holds_a_metrics_export_no_longer_than_its_timeout(
+    monkeypatch,
+):
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    from spec_tracing.metrics.readers import _otlp_metric_exporter
+
+    collector = _TricklingCollector()
+    try:
+        otel = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.port}",
+                "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}  # fmt: skip
+        for name, value in otel.items():
+            monkeypatch.setenv(name, value)
+        reader = PeriodicExportingMetricReader(_otlp_metric_exporter(otel),
+                                               export_interval_millis=10**9)  # fmt: skip
+        provider = MeterProvider(metric_readers=[reader])
+        provider.get_meter("trickle").create_counter("c").add(1)
+        flush = threading.Thread(target=provider.force_flush, args=(60_000,))
+        flush.start()
+        flush.join(60)  # a liveness bound: the collector trickles for far longer
+        assert not flush.is_alive()
+        assert collector.requests == 1
+        assert not collector.released.is_set()
+        provider.shutdown(timeout_millis=1000)
+    finally:
+        collector.release()

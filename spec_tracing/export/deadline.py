@@ -1,0 +1,112 @@
+"""An overall deadline for each OTLP/HTTP request.
+
+requests (urllib3 under it) applies its timeout to each socket read, so a collector that trickles
+its response a byte at a time holds the export thread for as long as it likes: with
+OTEL_EXPORTER_OTLP_TIMEOUT=2 a trickling collector held it 30 s. The SDK's HTTP client passes
+each attempt the time left before its deadline; `with_deadline` makes that the attempt's whole
+time, response body included: when it is spent, the socket the attempt uses is shut down, the
+SDK sees a connection error, its deadline has passed, and the spans are counted failed.
+
+What is not cut: a TLS handshake that trickles (the socket is known to the connection only once
+the handshake is done) and requests through an HTTP proxy; both keep per-read timeouts.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+_local = threading.local()
+
+
+class _Attempt:
+    """The connections one request used; `cut` shuts their sockets unless the request ended."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: list[Any] = []
+        self._ended = False
+        self.cut_off = False
+
+    def use(self, connection: Any) -> None:
+        with self._lock:
+            self._connections.append(connection)
+
+    def cut(self) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self.cut_off = True
+            for connection in self._connections:
+                sock = getattr(connection, "sock", None)
+                if sock is not None:
+                    try:  # the plain socket's shutdown: wakes a reader blocked in recv, TLS or not
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+
+
+class _Tracked:
+    """Mixed into urllib3's connections: tells the running attempt which connection it uses."""
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        attempt = getattr(_local, "attempt", None)
+        if attempt is not None:
+            attempt.use(self)
+        return super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _Connection(_Tracked, HTTPConnection):
+    pass
+
+
+class _TlsConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TlsPool(HTTPSConnectionPool):
+    ConnectionCls = _TlsConnection
+
+
+def with_deadline(session: Any) -> Any:
+    """`session` (a requests.Session, the SDK's or the user's credential provider's) with each
+    request bounded by its timeout as a whole. Returns the same session."""
+    for adapter in session.adapters.values():
+        manager = getattr(adapter, "poolmanager", None)
+        if manager is not None:
+            manager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
+    send = session.send
+
+    def send_by_deadline(request: Any, **kwargs: Any) -> Any:
+        timeout = kwargs.get("timeout")
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool):
+            return send(request, **kwargs)
+        attempt = _local.attempt = _Attempt()
+        timer = threading.Timer(max(timeout, 0.0), attempt.cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return send(request, **kwargs)  # reads the body too, unless stream=True
+        except Exception as exc:
+            if attempt.cut_off:
+                raise TimeoutError(f"no complete response within {timeout:.3g} s") from exc
+            raise
+        finally:
+            attempt.end()
+            timer.cancel()
+            _local.attempt = None
+
+    session.send = send_by_deadline
+    return session
