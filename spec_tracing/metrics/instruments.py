@@ -35,6 +35,7 @@ class MetricName:
     EXPORT_DROPPED = "spec_tracing.export_dropped_spans"
     EXPORT_FAILED = "spec_tracing.export_failed_spans"
     EXPORT_LOST = "spec_tracing.export_lost_spans"
+    EXPORT_REJECTED = "spec_tracing.export_rejected_spans"
     DROPPED_FINISHES = "spec_tracing.dropped_finishes"
 
 
@@ -102,6 +103,8 @@ class SpecMetrics:
                  "Spans the exporter process dropped because its buffer was full"),
                 (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
                  "Spans whose export failed (collector down or refusing)"),
+                (MetricName.EXPORT_REJECTED, "export_rejected_spans", "{span}",
+                 "Spans the collector took and refused (OTLP partial_success)"),
                 (MetricName.EXPORT_LOST, "export_lost_spans", "{span}",
                  "Spans an exporter never reported on: it died, or shutdown ran out of time"),
                 (MetricName.DROPPED_FINISHES, "dropped_finishes", "{event}",
