@@ -30,6 +30,7 @@ class MetricName:
     ROUNDS_BY_ACCEPTED = "spec_decode.rounds_by_accepted"
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
+    BATCH_SIZE = "spec_decode.batch_size"
     DROPPED_EVENTS = "spec_tracing.dropped_events"
     INVALID_EVENTS = "spec_tracing.invalid_events"
     EXPORT_DROPPED = "spec_tracing.export_dropped_spans"
@@ -91,6 +92,15 @@ class SpecMetrics:
         self._num_draft_tokens = meter.create_gauge(
             MetricName.NUM_DRAFT_TOKENS, "{token}", "Tokens scored per verify (width + 1)"
         )
+        # Requests in each worker's last verify batch, read when a reader collects: a dict
+        # store per event rather than an SDK call.
+        self._batch_sizes: dict[tuple, int] = {}
+        meter.create_observable_gauge(
+            MetricName.BATCH_SIZE,
+            [_observer(lambda: list(self._batch_sizes.items()))],
+            "{request}",
+            "Requests in the last verify batch, per worker",
+        )
         self._widths: dict[str, tuple] = {}
         self._keys: dict = {}  # worker -> _SeriesKeys
         if stats_source is not None:
@@ -131,6 +141,7 @@ class SpecMetrics:
                 (("worker", str(worker)),) if worker is not None else ()
             )
         n = len(accepted)
+        self._batch_sizes[keys.base] = n
         total_accepted = sum(accepted)
         if None in proposed:  # rounds of unknown width count for accept_length only
             known = [(a, p) for a, p in zip(accepted, proposed, strict=True) if p is not None]

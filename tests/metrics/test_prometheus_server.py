@@ -1,6 +1,6 @@
-"""Every PromQL query in docs/reference/metrics.md, evaluated by a real Prometheus (Debian's
-`prometheus`) scraping the plugin's endpoint during a reference-engine run, against the same
-figure computed from the run's spans.
+"""Every PromQL query in docs/reference/metrics.md and in the Grafana dashboard, evaluated by a
+real Prometheus (Debian's `prometheus`) scraping the plugin's endpoint during a reference-engine
+run, against the same figure computed from the run's spans.
 
 Two identical phases run: the first makes every series exist (Prometheus's `rate` ignores a
 series' first sample), the second is measured. Each query is evaluated at the scrape that saw the
@@ -9,11 +9,13 @@ one that saw the first phase whole: no extrapolation, so the figures agree to fl
 """
 
 import json
+import math
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -26,7 +28,8 @@ import spec_tracing
 from spec_tracing.reference.engine import Engine, demo_prompts
 from spec_tracing.report.otlp_json import read_spans
 
-DOC = Path(__file__).parents[2] / "docs" / "reference" / "metrics.md"
+ROOT = Path(__file__).parents[2]
+DOC = ROOT / "docs" / "reference" / "metrics.md"
 PROMETHEUS = shutil.which("prometheus")
 
 if PROMETHEUS is None and os.environ.get("REQUIRE_PROMETHEUS"):
@@ -143,15 +146,26 @@ def _values(result: list[dict]) -> dict[str, float]:
     return out
 
 
-def test_every_documented_query_gives_in_prometheus_what_the_spans_say(tmp_path):
-    queries = documented_queries()
-    assert set(queries) >= {"accept rate", "accept length", "per-position acceptance",
-                            "rounds by accepted count", "trace events dropped",
-                            "spans not exported"}  # fmt: skip
+class Run:
+    """Both phases done: Prometheus, the two scrapes' times, and the measured phase's figures."""
+
+    def __init__(self, prometheus, t1, t2, expected):
+        self.prometheus, self.t1, self.t2, self.expected = prometheus, t1, t2, expected
+
+    def query(self, expr: str) -> dict[str, float]:
+        """`expr` at the second scrape, over exactly the measured phase."""
+        window = f"{round((self.t2 - self.t1) * 1000)}ms"
+        expr = expr.replace("[5m]", f"[{window}]").replace("$__rate_interval", window)
+        return _values(self.prometheus.query(expr, at=self.t2))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("prometheus")
     port = _free_port()
-    trace = tmp_path / "trace.jsonl"
+    trace = tmp / "trace.jsonl"
     spec_tracing.enable(exporter="file", file=str(trace), prometheus_port=port)
-    prometheus = Prometheus(tmp_path, port)
+    prometheus = Prometheus(tmp, port)
     try:
         engine = Engine("eagle", batch_size=8, num_steps=3, seed=3)
         _phase(engine, "warm")
@@ -159,17 +173,49 @@ def test_every_documented_query_gives_in_prometheus_what_the_spans_say(tmp_path)
         first_total = len(_rounds_of(read_spans(str(trace)), "warm"))
         t1 = prometheus.scrape_showing("spec_decode_verify_rounds_total", first_total)
         _phase(engine, "measured")
-        spans = read_spans(str(trace))
-        rounds = _rounds_of(spans, "measured")
+        rounds = _rounds_of(read_spans(str(trace)), "measured")
         t2 = prometheus.scrape_showing("spec_decode_verify_rounds_total", first_total + len(rounds))
         stats = {k: v - before.get(k, 0) for k, v in spec_tracing.stats().items()}
-        window = f"[{round((t2 - t1) * 1000)}ms]"
-        expected = _from_spans(rounds, stats)
-        for figure, expr in queries.items():
-            got = _values(prometheus.query(expr.replace("[5m]", window), at=t2))
-            assert got.keys() == expected[figure].keys(), (figure, got, expected[figure])
-            for label, value in expected[figure].items():
-                assert got[label] == pytest.approx(value, rel=1e-9, abs=1e-12), (figure, label)
+        yield Run(prometheus, t1, t2, _from_spans(rounds, stats))
     finally:
         prometheus.stop()
         spec_tracing.shutdown()
+
+
+def test_every_documented_query_gives_in_prometheus_what_the_spans_say(run):
+    queries = documented_queries()
+    assert set(queries) >= {"accept rate", "accept length", "per-position acceptance",
+                            "rounds by accepted count", "trace events dropped",
+                            "spans not exported"}  # fmt: skip
+    for figure, expr in queries.items():
+        got, expected = run.query(expr), run.expected[figure]
+        assert got.keys() == expected.keys(), (figure, got, expected)
+        for label, value in expected.items():
+            assert got[label] == pytest.approx(value, rel=1e-9, abs=1e-12), (figure, label)
+
+
+def _dashboard_targets() -> list[tuple[str, str]]:
+    board = json.loads((ROOT / "dashboards" / "spec-tracing.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in board["panels"]
+            for target in panel["targets"]]  # fmt: skip
+
+
+def test_the_committed_dashboard_is_what_its_builder_builds():
+    pytest.importorskip("grafana_foundation_sdk")
+    sys.path.insert(0, str(ROOT / "dashboards"))
+    try:
+        import build
+    finally:
+        sys.path.pop(0)
+    assert (ROOT / "dashboards" / "spec-tracing.json").read_text() == build.render()
+
+
+@pytest.mark.parametrize("title, expr", _dashboard_targets())
+def test_every_dashboard_query_returns_data_for_a_run(run, title, expr):
+    got = run.query(expr.replace("$job", ".*"))
+    assert got, (title, expr)
+    assert all(math.isfinite(v) for v in got.values()), (title, got)
+    if title == "Accept rate":  # the same figure as the documented query
+        assert got[""] == pytest.approx(run.expected["accept rate"][""], rel=1e-9)
+    if title == "Per-position acceptance":
+        assert got == pytest.approx(run.expected["per-position acceptance"], rel=1e-9)

@@ -1,5 +1,6 @@
 """The main job: the demo's trace, read back from its OTLP JSON file, matches the engine."""
 
+import json
 import subprocess
 import sys
 from collections import defaultdict
@@ -166,6 +167,26 @@ def test_compose_file_validates_and_the_collector_pipeline_reaches_jaeger():
     (scrape,) = metrics["exporters"]
     port = collector["exporters"][scrape]["endpoint"].rsplit(":", 1)[1]
     assert port in published
+    # Prometheus scrapes that endpoint, keeping the collector's job label (the service name the
+    # dashboard selects on and links to Jaeger with); Grafana gets it as the dashboard's source.
+    mounts = {
+        v["target"]: Path(v["source"]) for s in services.values() for v in s.get("volumes", [])
+    }
+    for source in mounts.values():
+        assert source.exists(), source
+    prometheus = yaml.safe_load(mounts["/etc/prometheus/prometheus.yml"].read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["honor_labels"] is True
+    assert job["static_configs"][0]["targets"] == [f"otel-collector:{port}"]
+    provisioning = mounts["/etc/grafana/provisioning"]
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    dashboards = yaml.safe_load((provisioning / "dashboards" / "spec-tracing.yaml").read_text())
+    folder = dashboards["providers"][0]["options"]["path"]
+    board = json.loads(mounts[f"{folder}/spec-tracing.json"].read_text())
+    assert {p["datasource"]["uid"] for p in board["panels"]} == {source["uid"]}
 
 
 @pytest.mark.parametrize(
