@@ -141,6 +141,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report.html import render_html
     from .report.jaeger import to_jaeger
     from .report.otlp_json import TraceFileError, read_spans
+    from .report.perfetto import to_trace_events
     from .report.summary import TraceSummary, render_requests
     from .stages import RequestStage
 
@@ -167,6 +168,8 @@ def _report(args: argparse.Namespace) -> int:
         outputs.append((args.html, lambda: render_html(spans, text, os.path.basename(args.file))))
     if args.jaeger_json:
         outputs.append((args.jaeger_json, lambda: json.dumps(to_jaeger(spans))))
+    if args.perfetto:
+        outputs.append((args.perfetto, lambda: json.dumps(to_trace_events(spans))))
     for path, render in outputs:
         try:
             with open(path, "w", encoding="utf-8") as f:
@@ -183,7 +186,11 @@ def _check_outputs(args: argparse.Namespace) -> str | None:
     one that cannot be written (a directory, a missing folder)."""
     given = [
         (flag, path)
-        for flag, path in (("--html", args.html), ("--jaeger-json", args.jaeger_json))
+        for flag, path in (
+            ("--html", args.html),
+            ("--jaeger-json", args.jaeger_json),
+            ("--perfetto", args.perfetto),
+        )
         if path
     ]
     seen: dict = {}
@@ -293,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jaeger-json",
         metavar="OUT.json",
         help="write the traces as JSON that Jaeger's UI accepts for upload (Search > JSON File)",
+    )
+    report.add_argument(
+        "--perfetto",
+        metavar="OUT.json",
+        help="write Chrome trace-event JSON for ui.perfetto.dev or chrome://tracing: a track per "
+        "request, counters for batch size, draft width and accept rate",
     )
     report.set_defaults(run=_report)
     doctor = sub.add_parser(

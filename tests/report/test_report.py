@@ -206,6 +206,8 @@ def test_jaeger_json_keeps_scope_kind_status_events_links_and_typed_resource(tmp
         (["--html", "{input}"], "is the input file"),
         (["--html", "{tmp}/a", "--jaeger-json", "{tmp}/a"], "both name"),
         (["--html", "{tmp}"], "is a directory"),
+        (["--perfetto", "{input}"], "is the input file"),
+        (["--perfetto", "{tmp}/a", "--jaeger-json", "{tmp}/a"], "both name"),
     ],
 )
 def test_report_refuses_outputs_over_its_input_or_each_other_before_reading(
