@@ -13,7 +13,9 @@ them exact in a JavaScript number for runs up to ~100 days):
   as ``[[key index, value], ...]``. Stage spans of one batch share all but their counts, so a
   run of 60,000 bars has a few hundred sets.
 - ``requests``: one per root span, with its bars flattened as
-  ``[name, start, duration, step, attrset, span id]`` repeated.
+  ``[name, start, duration, step, attrset, span id]`` repeated, and its ``run`` (runs appended
+  to one file are told apart by their processes' resources and shown one at a time); then one
+  per trace whose root is not in the file (outcome "no root"), so every span is drawn.
 """
 
 from __future__ import annotations
@@ -62,15 +64,48 @@ def _outcome(root: OtlpSpan) -> str:
     return str(root.attributes.get(SpanAttr.FINISH_REASON, "unknown"))
 
 
+def _runs(roots: list[OtlpSpan]) -> list[int]:
+    """Each root's run: the processes (service.name, service.instance.id) whose requests overlap
+    in time are one run (an engine's ranks); files that runs were appended to hold several."""
+    spans_of: dict[tuple, list[int]] = defaultdict(list)
+    for i, r in enumerate(roots):
+        key = (r.resource.get("service.name"), r.resource.get("service.instance.id"))
+        spans_of[key].append(i)
+    groups = sorted(
+        ([min(roots[i].start_ns for i in idx), max(roots[i].end_ns for i in idx), idx]
+         for idx in spans_of.values()),
+        key=lambda g: g[0],
+    )  # fmt: skip
+    runs: list[list] = []
+    for start, end, idx in groups:
+        if runs and start <= runs[-1][1]:
+            runs[-1][1] = max(runs[-1][1], end)
+            runs[-1][2] += idx
+        else:
+            runs.append([start, end, list(idx)])
+    out = [0] * len(roots)
+    for n, (_, _, idx) in enumerate(runs):
+        for i in idx:
+            out[i] = n
+    return out
+
+
 def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
     roots = sorted((s for s in spans if s.name == ROOT), key=lambda s: s.start_ns)
     shown = roots[:MAX_REQUESTS]
     children: dict[str, list[OtlpSpan]] = defaultdict(list)
     wanted = {r.span_id for r in shown}
+    all_roots = {r.span_id for r in roots}
+    orphans: dict[str, list[OtlpSpan]] = defaultdict(list)
     for s in spans:
-        if s.name != ROOT and s.parent_span_id in wanted:
+        if s.name == ROOT:
+            continue
+        if s.parent_span_id in wanted:
             children[s.parent_span_id].append(s)
-    t0 = min((r.start_ns for r in shown), default=0)
+        elif s.parent_span_id not in all_roots:
+            orphans[s.trace_id].append(s)
+    firsts = [r.start_ns for r in shown] + [min(c.start_ns for c in g) for g in orphans.values()]
+    t0 = min(firsts, default=0)
     names, keys, attrsets = _Interner(), _Interner(), _Interner()
     for name in (
         RequestStage.SPEC_DRAFT.name,
@@ -90,10 +125,9 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
             )
         )
 
-    requests = []
-    for root in shown:
+    def bars_of(stages: list[OtlpSpan]) -> list:
         bars: list = []
-        for s in sorted(children.get(root.span_id, ()), key=lambda s: s.start_ns):
+        for s in sorted(stages, key=lambda s: s.start_ns):
             step = s.attributes.get(SpanAttr.STEP)
             bars += (
                 names(s.name),
@@ -103,6 +137,10 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
                 attrset(s.attributes, (SpanAttr.STEP,)),
                 s.span_id,
             )
+        return bars
+
+    requests = []
+    for root, run in zip(shown, _runs(shown), strict=True):
         attrs = root.attributes
         accepted, proposed = attrs.get(SpanAttr.TOTAL_ACCEPTED), attrs.get(SpanAttr.TOTAL_PROPOSED)
         rate = attrs.get(SpanAttr.ACCEPT_RATE)
@@ -111,6 +149,7 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
                 "id": str(attrs.get(SpanAttr.REQUEST_ID, root.span_id)),
                 "trace": root.trace_id,
                 "span": root.span_id,
+                "run": run,
                 "start": root.start_ns - t0,
                 "dur": max(0, root.end_ns - root.start_ns),
                 "outcome": _outcome(root),
@@ -120,13 +159,30 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
                 "proposed": proposed,
                 "rate": rate if isinstance(rate, int | float) and rate == rate else None,
                 "attrs": attrset(attrs),
-                "bars": bars,
+                "bars": bars_of(children.get(root.span_id, ())),
             }
         )
+    # Spans whose root is not in the file (cut off, sampled, from another file): a lane per
+    # trace, on the run they fall in.
+    run_bounds = defaultdict(lambda: [float("inf"), 0])
+    for r in requests:
+        bounds = run_bounds[r["run"]]
+        bounds[0], bounds[1] = min(bounds[0], r["start"]), max(bounds[1], r["start"] + r["dur"])
+    for trace_id, stages in sorted(orphans.items()):
+        start = min(s.start_ns for s in stages) - t0
+        end = max(s.end_ns for s in stages) - t0
+        run = next((n for n, (a, b) in run_bounds.items() if a <= start <= b), 0)
+        requests.append(
+            {"id": f"trace {trace_id[:8]} (root not in file)", "trace": trace_id, "span": "",
+             "run": run, "start": start, "dur": end - start, "outcome": "no root",
+             "status": "", "rounds": None, "accepted": None, "proposed": None, "rate": None,
+             "attrs": attrset({}), "bars": bars_of(stages)}
+        )  # fmt: skip
     return {
         "title": title,
         "summary": summary_text,
         "total_requests": len(roots),
+        "runs": max((r["run"] for r in requests), default=0) + 1,
         "bar_fields": BAR_FIELDS,
         "names": names.items,
         "keys": keys.items,
@@ -136,6 +192,7 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
             "proposed": SpanAttr.PROPOSED_TOKENS,
             "batch": SpanAttr.BATCH_SIZE,
             "width": SpanAttr.NUM_STEPS,
+            "steps_kept": "spec_tracing.steps_kept",
         },
         "requests": requests,
     }

@@ -4,7 +4,8 @@
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("spec-data").textContent);
-  const LABEL_W = 170, PLOT_W = 1000, RIGHT_W = 80, W = LABEL_W + PLOT_W + RIGHT_W;
+  const LABEL_W = 170, RIGHT_W = 80, SIDE_W = 300;
+  let PLOT_W = 1000, W = LABEL_W + PLOT_W + RIGHT_W;  // the plot follows the window (layout())
   const ROW_H = 6, LANE_H = 3 * ROW_H + 5, BUCKETS = 60, MIN_NS = 1000, MAX_POSITIONS = 32;
   const COLOURS = {spec_draft: "#4c78a8", spec_verify: "#2e8b57", spec_draft_extend: "#b07aa1",
                    prefill: "#e0a030", decode: "#8c8c8c"};
@@ -21,12 +22,20 @@
   const A = D.attr, VERIFY = D.names.indexOf("spec_verify");
 
   // Per request: its end, where queue wait ends (the first stage's start) and its verify rounds.
-  let runEnd = 1;
+  // Runs appended to one file are shown one at a time, each on its own axis.
+  const RUNS = Array.from({length: Math.max(1, D.runs)}, () => ({start: Infinity, end: 1}));
   for (const r of D.requests) {
     r.end = r.start + r.dur;
-    runEnd = Math.max(runEnd, r.end);
+    const run = RUNS[r.run];
+    run.start = Math.min(run.start, r.start);
+    run.end = Math.max(run.end, r.end);
     r.queueEnd = r.bars.length ? r.bars[1] : null;
     for (let k = 0; k < r.bars.length; k += FIELDS) r.queueEnd = Math.min(r.queueEnd, r.bars[k + 1]);
+    // Cut short before it ever got a batch slot: its whole life was queue wait (unless its
+    // steps were only left out of the file, which its root then says).
+    if (!r.bars.length && r.span && !r.rounds && SETS[r.attrs][A.steps_kept] !== false) {
+      r.queueEnd = r.end;
+    }
     r.rounds = [];
     for (let k = 0; k < r.bars.length; k += FIELDS) {
       if (r.bars[k] !== VERIFY) continue;
@@ -37,21 +46,37 @@
     }
   }
 
-  const view = {t0: 0, t1: runEnd, f0: 0, f1: 1, mode: "shared"};
+  for (const r of RUNS) if (r.start === Infinity) r.start = 0;  // a file without requests
+  let run = 0, base = RUNS[0].start, runEnd = RUNS[0].end;
+  const view = {t0: base, t1: runEnd, f0: 0, f1: 1, mode: "shared"};
   let visible = D.requests.slice();
+  let selected = null;  // [request, bar index or -1 for the request], shown in Details
   const stats = {drawn: {}, drawMs: 0};
+
+  // The typical time between decode steps: buckets of the charts are never narrower, so a
+  // zoomed-in chart shows one bucket per step instead of gaps between steps.
+  const stepPeriod = (() => {
+    const ends = [...new Set(D.requests.flatMap((r) => r.rounds.map((x) => x[0])))].sort((a, b) => a - b);
+    const gaps = [];
+    for (let i = 1; i < ends.length; i++) gaps.push(ends[i] - ends[i - 1]);
+    gaps.sort((a, b) => a - b);
+    return gaps.length ? Math.max(MIN_NS, gaps[gaps.length >> 1]) : MIN_NS;
+  })();
 
   // ---- formatting -------------------------------------------------------------------------
   function unitOf(ns) {
     const a = Math.abs(ns);
     return a >= 1e9 ? [1e9, "s"] : a >= 1e6 ? [1e6, "ms"] : a >= 1e3 ? [1e3, "µs"] : [1, "ns"];
   }
+  // `ns` in the unit its size calls for, to the resolution `step` (default: 3 significant
+  // places): 29.5 s, not 29500 ms.
   function fmt(ns, step) {
     if (ns === 0) return "0";
-    const [u, name] = unitOf(step === undefined ? ns : step);
+    const [u, name] = unitOf(Math.max(Math.abs(ns), step || 0));
     const digits = step === undefined ? 2 : Math.max(0, Math.ceil(-Math.log10(step / u) - 1e-9));
     return (ns / u).toFixed(Math.min(digits, 6)) + " " + name;
   }
+  const exact = (ns) => fmt(ns, 1000);  // Details: to the microsecond, whatever the zoom
   function ticks(a, b, n) {
     const span = b - a;
     let step = Math.pow(10, Math.floor(Math.log10(span / n)));
@@ -63,6 +88,11 @@
 
   // ---- geometry ---------------------------------------------------------------------------
   const xShared = (t) => LABEL_W + ((t - view.t0) / (view.t1 - view.t0)) * PLOT_W;
+  function layout() {  // the side panel beside the plots when the window has room, else below
+    const room = document.documentElement.clientWidth - 40 - LABEL_W - RIGHT_W;
+    PLOT_W = Math.round(Math.max(300, Math.min(1000, room >= 700 + SIDE_W ? room - SIDE_W : room)));
+    W = LABEL_W + PLOT_W + RIGHT_W;
+  }
   function xLane(r, t) {
     if (view.mode === "shared") return xShared(t);
     const f = (t - r.start) / Math.max(1, r.dur);
@@ -147,12 +177,26 @@
     fill(back);
     if (view.mode === "shared") {  // tick lines under the bars, so lanes can be compared
       ctx.strokeStyle = "#d8d8d8";
-      for (const t of ticks(view.t0, view.t1, 10)[0]) {
+      for (const t of ticks(view.t0 - base, view.t1 - base, 10)[0].map((t) => t + base)) {
         ctx.beginPath(); ctx.moveTo(xShared(t) + 0.5, 0); ctx.lineTo(xShared(t) + 0.5, h); ctx.stroke();
       }
     }
     fill(bars);
     stats.drawn = drawn;
+    const i = selected ? visible.indexOf(selected[0]) : -1;
+    if (i >= 0) {  // the clicked bar (or lane), outlined
+      const [r, k] = selected, y = i * LANE_H + 2;
+      let x0 = clampX(xLane(r, r.start)), x1 = clampX(xLane(r, r.end)), top = y, hh = 3 * ROW_H;
+      if (k >= 0) {
+        x0 = clampX(xLane(r, r.bars[k + 1]));
+        x1 = Math.max(x0 + 1, clampX(xLane(r, r.bars[k + 1] + r.bars[k + 2])));
+        top = y + (ROWS[D.names[r.bars[k]]] ?? 0) * ROW_H;
+        hh = ROW_H - 1;
+      }
+      ctx.strokeStyle = "#000";
+      ctx.lineWidth = 1.5;
+      ctx.strokeRect(x0 - 1, top - 1, x1 - x0 + 2, hh + 2);
+    }
   }
 
   function drawAxis() {
@@ -161,8 +205,9 @@
     ctx.strokeStyle = "#888";
     ctx.beginPath(); ctx.moveTo(LABEL_W, 25.5); ctx.lineTo(LABEL_W + PLOT_W, 25.5); ctx.stroke();
     if (view.mode === "shared") {
-      const [ts, step] = ticks(view.t0, view.t1, 10);
-      for (const t of ts) tick(ctx, xShared(t), fmt(t, step));
+      const [ts, step] = ticks(view.t0 - base, view.t1 - base, 10).map((v, i) => (i ? v : v.map((t) => t + base)));
+      stats.axis = ts.map((t) => fmt(t - base, step));
+      for (const t of ts) tick(ctx, xShared(t), fmt(t - base, step));
       ctx.fillText("since first request", 4, 13);
     } else {
       const [fs, step] = ticks(view.f0 * 1e6, view.f1 * 1e6, 10);
@@ -182,7 +227,7 @@
 
   // ---- charts over time (always on the shared axis) ----------------------------------------
   function buckets() {
-    const n = BUCKETS, span = view.t1 - view.t0;
+    const span = view.t1 - view.t0, n = Math.max(1, Math.min(BUCKETS, Math.floor(span / stepPeriod)));
     const out = Array.from({length: n}, () => ({rounds: 0, acc: 0, prop: 0, batch: 0, width: 0, counted: 0}));
     for (const r of visible) {
       for (const [t, acc, prop, batch, width] of r.rounds) {
@@ -214,7 +259,7 @@
   let lastBuckets = [];
   function drawAcceptance(bs) {
     const ctx = setup($("acceptance"), W, CH + 2 * TOP);
-    const bw = PLOT_W / BUCKETS, empty = hatch(ctx, "#cfcfcf");
+    const bw = PLOT_W / bs.length, empty = hatch(ctx, "#cfcfcf");
     yAxis(ctx, TOP, CH, 1, LABEL_W - 28, "left");
     ctx.fillText("accepted / proposed", 4, TOP + CH / 2);
     bs.forEach((b, i) => {
@@ -233,9 +278,10 @@
 
   function drawWidth(bs) {
     const ctx = setup($("width"), W, CH + 2 * TOP);
-    const bw = PLOT_W / BUCKETS, empty = hatch(ctx, "#cfcfcf");
+    const bw = PLOT_W / bs.length, empty = hatch(ctx, "#cfcfcf");
     let maxW = 1, maxB = 1;
     for (const b of bs) if (b.rounds) { maxW = Math.max(maxW, b.width / b.rounds); maxB = Math.max(maxB, b.batch / b.rounds); }
+    maxW *= 1.25;  // headroom: at their maxima the width sits below the batch line, not under it
     yAxis(ctx, TOP, CH, maxW, LABEL_W - 28, "left");
     yAxis(ctx, TOP, CH, maxB, LABEL_W + PLOT_W + 6, "right");
     ctx.fillStyle = WIDTH_C;
@@ -251,8 +297,6 @@
         prev = null;
         return;
       }
-      ctx.fillStyle = WIDTH_C;  // mean width of the bucket's rounds, as a step
-      ctx.fillRect(x, TOP + CH * (1 - b.width / b.rounds / maxW) - 1.5, bw, 3);
       const y = TOP + CH * (1 - b.batch / b.rounds / maxB);
       ctx.fillStyle = BATCH_C;
       ctx.fillRect(x + bw / 2 - 2, y - 2, 4, 4);
@@ -261,6 +305,10 @@
         ctx.beginPath(); ctx.moveTo(prev[0], prev[1]); ctx.lineTo(x + bw / 2, y); ctx.stroke();
       }
       prev = [x + bw / 2, y];
+    });
+    ctx.fillStyle = WIDTH_C;  // mean width of each bucket's rounds, as a step, over the batch line
+    bs.forEach((b, i) => {
+      if (b.rounds) ctx.fillRect(LABEL_W + i * bw, TOP + CH * (1 - b.width / b.rounds / maxW) - 1.5, bw, 3);
     });
   }
 
@@ -305,19 +353,31 @@
   }
   function attrRows(a) { return Object.keys(a).sort().map((k) => [k, a[k]]); }
   function showRequest(r) {
-    table([["span", "spec_request"], ["request", r.id], ["outcome", r.outcome],
-           ["status message", r.status || "-"], ["start", fmt(r.start)], ["duration", fmt(r.dur)],
-           ["queue wait", r.queueEnd === null ? "-" : fmt(r.queueEnd - r.start)],
-           ["trace id", r.trace], ["span id", r.span], ...attrRows(SETS[r.attrs])]);
+    selected = [r, -1];
+    table([["span", r.span ? "spec_request" : "(root not in file)"], ["request", r.id],
+           ["outcome", r.outcome], ["status message", r.status || "-"],
+           ["start", exact(r.start - base)], ["end", exact(r.end - base)], ["duration", exact(r.dur)],
+           ["queue wait", r.queueEnd === null ? "-" : exact(r.queueEnd - r.start)],
+           ["trace id", r.trace], ["span id", r.span || "-"], ...attrRows(SETS[r.attrs])]);
+    drawWaterfall();
   }
   function showBar(r, k) {
+    selected = [r, k];
     const b = r.bars;
     table([["span", D.names[b[k]]], ["request", r.id], ["step", b[k + 3] < 0 ? "-" : b[k + 3]],
-           ["start", fmt(b[k + 1])], ["duration", fmt(b[k + 2])], ["trace id", r.trace],
+           ["start", exact(b[k + 1] - base)], ["end", exact(b[k + 1] + b[k + 2] - base)],
+           ["duration", exact(b[k + 2])], ["trace id", r.trace],
            ["span id", b[k + 5]], ...attrRows(SETS[b[k + 4]])]);
+    drawWaterfall();
+  }
+  function clearDetails(why) {
+    selected = null;
+    const p = document.createElement("p");
+    p.textContent = why;
+    $("details").replaceChildren(p);
   }
   function showBucket(b, i) {
-    table([["bucket", i + 1 + " of " + BUCKETS], ["from", fmt(b.t0)], ["to", fmt(b.t1)],
+    table([["bucket", i + 1 + " of " + lastBuckets.length], ["from", exact(b.t0 - base)], ["to", exact(b.t1 - base)],
            ["verify rounds", b.rounds], ["accepted drafts", b.acc], ["proposed drafts", b.prop],
            ["accept rate", b.prop ? (b.acc / b.prop).toFixed(3) : "no rounds here"],
            ["mean draft width", b.rounds ? (b.width / b.rounds).toFixed(2) : "-"],
@@ -346,10 +406,11 @@
   };
   function refilter() {
     const outcome = $("filter-outcome").value, text = $("filter-id").value.trim();
+    const inRun = (r) => r.run === run;
     const number = (id) => ($(id).value === "" ? null : Number($(id).value));
     const maxRate = number("filter-rate"), minMs = number("filter-dur");
     const minRounds = number("filter-rounds");
-    visible = D.requests.filter((r) => (!outcome || r.outcome === outcome)
+    visible = D.requests.filter((r) => inRun(r) && (!outcome || r.outcome === outcome)
       && (!text || r.id.includes(text))
       && (maxRate === null || (r.rate !== null && r.rate <= maxRate))
       && (minMs === null || r.dur >= minMs * 1e6)
@@ -359,11 +420,20 @@
       const ka = key(a), kb = key(b);
       return (ka < kb ? -sign : ka > kb ? sign : 0) || a.start - b.start;
     });
+    sorted = visible;
+    if (selected && !visible.includes(selected[0])) clearDetails("The selected request is filtered out.");
     redraw();
+  }
+  let sorted = visible;  // the filter's order; zoomed in, requests with something in view lead
+  function inViewFirst() {
+    if (view.mode !== "shared" || (view.t0 <= RUNS[run].start && view.t1 >= runEnd)) return sorted.slice();
+    const inView = (r) => r.start < view.t1 && r.end > view.t0;
+    return sorted.filter(inView).concat(sorted.filter((r) => !inView(r)));
   }
 
   function redraw() {
     const began = performance.now();
+    visible = inViewFirst();
     lastBuckets = buckets();
     drawAcceptance(lastBuckets);
     drawWidth(lastBuckets);
@@ -373,10 +443,11 @@
     const more = D.total_requests > D.requests.length
       ? " (the first " + D.requests.length + " of " + D.total_requests + " in the file, by start)" : "";
     const range = view.mode === "shared"
-      ? fmt(view.t0) + " – " + fmt(view.t1) + " (" + fmt(view.t1 - view.t0) + ")"
+      ? fmt(view.t0 - base) + " – " + fmt(view.t1 - base) + " (" + fmt(view.t1 - view.t0) + ")"
       : (view.f0 * 100).toFixed(2) + "% – " + (view.f1 * 100).toFixed(2) + "% of each request";
-    $("status").textContent = "Showing " + visible.length + " of " + D.requests.length
-      + " requests" + more + "; view " + range + ".";
+    const ofRun = D.runs > 1 ? " of run " + (run + 1) : "";
+    $("status").textContent = "Showing " + visible.length + " of "
+      + D.requests.filter((r) => r.run === run).length + " requests" + ofRun + more + "; view " + range + ".";
     stats.drawMs = performance.now() - began;
   }
 
@@ -396,16 +467,28 @@
     redraw();
   }
   function reset() {
-    Object.assign(view, {t0: 0, t1: runEnd, f0: 0, f1: 1});
+    Object.assign(view, {t0: RUNS[run].start, t1: runEnd, f0: 0, f1: 1});
     redraw();
   }
-  function zoomOut() {
-    const mid = (view.t0 + view.t1) / 2, half = Math.min(runEnd, (view.t1 - view.t0) * 1.5);
-    view.t0 = Math.max(0, mid - half); view.t1 = Math.min(runEnd, mid + half);
-    const fm = (view.f0 + view.f1) / 2, fh = Math.min(0.5, (view.f1 - view.f0) * 1.5);
-    view.f0 = Math.max(0, fm - fh); view.f1 = Math.min(1, fm + fh);
+  // Zoom by `factor` (> 1: out) around the fraction `at` of the plot, or pan by `shift` plots;
+  // kept inside the run (the per-request axis: inside each life).
+  function zoomAround(at, factor, shift = 0) {
+    const clampRange = (a, b, lo, hi, minW) => {
+      let w = Math.min(hi - lo, Math.max(minW, b - a));
+      a = Math.max(lo, Math.min(a, hi - w));
+      return [a, a + w];
+    };
+    if (view.mode === "request") {
+      const w = view.f1 - view.f0, c = view.f0 + at * w + shift * w;
+      [view.f0, view.f1] = clampRange(c - at * w * factor, c + (1 - at) * w * factor, 0, 1, 1e-6);
+    } else {
+      const w = view.t1 - view.t0, c = view.t0 + at * w + shift * w;
+      [view.t0, view.t1] = clampRange(c - at * w * factor, c + (1 - at) * w * factor,
+                                      RUNS[run].start, runEnd, MIN_NS);
+    }
     redraw();
   }
+  const zoomOut = () => zoomAround(0.5, 3);
 
   const band = document.createElement("div");
   band.style.cssText = "position:absolute;background:rgba(66,133,244,.18);border:1px solid "
@@ -444,10 +527,74 @@
       const found = hit(x, y);
       if (found) found[1] < 0 ? showRequest(found[0]) : showBar(found[0], found[1]);
     } else if (canvas.id === "acceptance" || canvas.id === "width") {
-      const i = Math.floor(((x - LABEL_W) / PLOT_W) * BUCKETS);
-      if (i >= 0 && i < BUCKETS) showBucket(lastBuckets[i], i);
+      const i = Math.floor(((x - LABEL_W) / PLOT_W) * lastBuckets.length);
+      if (i >= 0 && i < lastBuckets.length) showBucket(lastBuckets[i], i);
     }
   });
+
+  const tip = document.createElement("div");
+  tip.id = "tooltip";
+  document.body.appendChild(tip);
+  function tipText(canvas, x, y) {
+    if (canvas.id === "waterfall") {
+      const found = hit(x, y);
+      if (!found) return null;
+      const [r, k] = found;
+      if (k < 0) return r.id + " · " + r.outcome + " · " + fmt(r.dur);
+      const a = SETS[r.bars[k + 4]], counts = a[A.accepted] === undefined ? ""
+        : " · accepted " + a[A.accepted] + "/" + a[A.proposed];
+      return D.names[r.bars[k]] + (r.bars[k + 3] < 0 ? "" : " · step " + r.bars[k + 3])
+        + " · " + fmt(r.bars[k + 2]) + counts + " · " + r.id;
+    }
+    if (canvas.id === "acceptance" || canvas.id === "width") {
+      const i = Math.floor(((x - LABEL_W) / PLOT_W) * lastBuckets.length), b = lastBuckets[i];
+      if (!b) return null;
+      return b.rounds ? b.rounds + " rounds · accept rate " + (b.prop ? (b.acc / b.prop).toFixed(3) : "-")
+        + " · batch " + (b.batch / b.rounds).toFixed(1) + " · width " + (b.width / b.rounds).toFixed(1)
+        : "no verify rounds here";
+    }
+    return null;
+  }
+  for (const canvas of document.querySelectorAll(".timeplot")) {
+    canvas.addEventListener("wheel", (ev) => {  // zoom around the pointer; shift or sideways: pan
+      const [x] = local(canvas, ev);
+      const at = Math.max(0, Math.min(1, (x - LABEL_W) / PLOT_W));
+      const sideways = ev.shiftKey || Math.abs(ev.deltaX) > Math.abs(ev.deltaY);
+      ev.preventDefault();
+      if (sideways) zoomAround(at, 1, ((ev.deltaX || ev.deltaY) / PLOT_W));
+      else zoomAround(at, Math.exp(Math.max(-1, Math.min(1, ev.deltaY * 0.002))));
+    }, {passive: false});
+    canvas.addEventListener("mousemove", (ev) => {
+      const [x, y] = local(canvas, ev), text = drag ? null : tipText(canvas, x, y);
+      tip.style.display = text ? "block" : "none";
+      if (text) {
+        tip.textContent = text;
+        Object.assign(tip.style, {left: ev.pageX + 12 + "px", top: ev.pageY + 14 + "px"});
+      }
+    });
+    canvas.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+  }
+  // Keys (outside the filter fields): arrows pan, + and - zoom, 0 resets, [ and ] step through
+  // the selected request's bars, Escape clears the selection.
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest && ev.target.closest("input, select, textarea")) return;
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const keys = {
+      ArrowLeft: () => zoomAround(0.5, 1, -0.2), ArrowRight: () => zoomAround(0.5, 1, 0.2),
+      "+": () => zoomAround(0.5, 0.5), "=": () => zoomAround(0.5, 0.5), "-": zoomOut, "0": reset,
+      Escape: () => clearDetails("Click a bar, a lane or a chart bucket."),
+      "[": () => stepSelection(-1), "]": () => stepSelection(1),
+    };
+    const act = keys[ev.key];
+    if (act) { ev.preventDefault(); act(); }
+  });
+  function stepSelection(dir) {
+    if (!selected) return;
+    const [r, k] = selected, n = r.bars.length / FIELDS;
+    if (!n) return;
+    const next = k < 0 ? (dir > 0 ? 0 : n - 1) : Math.max(0, Math.min(n - 1, k / FIELDS + dir));
+    showBar(r, next * FIELDS);
+  }
 
   // ---- start ------------------------------------------------------------------------------
   $("title").textContent = D.title;
@@ -468,6 +615,27 @@
   $("axis-mode").addEventListener("change", () => { view.mode = $("axis-mode").value; redraw(); });
   $("zoom-reset").addEventListener("click", reset);
   $("zoom-out").addEventListener("click", zoomOut);
+  if (D.runs > 1) {  // runs appended to one file: one at a time, each on its own axis
+    for (let i = 0; i < D.runs; i++) {
+      const n = D.requests.filter((r) => r.run === i).length;
+      $("run").add(new Option("run " + (i + 1) + " (" + n + " requests)", String(i)));
+    }
+    $("run-box").hidden = false;
+    $("run").addEventListener("change", () => {
+      run = Number($("run").value);
+      [base, runEnd] = [RUNS[run].start, RUNS[run].end];
+      clearDetails("Click a bar, a lane or a chart bucket.");
+      Object.assign(view, {t0: base, t1: runEnd, f0: 0, f1: 1});
+      refilter();
+    });
+  }
+  let resizing = false;
+  window.addEventListener("resize", () => {
+    if (resizing) return;
+    resizing = true;
+    requestAnimationFrame(() => { resizing = false; layout(); redraw(); });
+  });
+  layout();
   refilter();
 
   // For tests and scripts: what was drawn where, in page (client) coordinates.
@@ -475,6 +643,8 @@
     renderMs: performance.now(),
     stats,
     view: () => Object.assign({}, view),
+    layout: () => ({plotWidth: PLOT_W, labelWidth: LABEL_W}),
+    selected: () => (selected ? {id: selected[0].id, bar: selected[1] < 0 ? -1 : selected[1] / FIELDS} : null),
     order: () => visible.map((r) => r.id),
     buckets: () => lastBuckets.map((b) => Object.assign({}, b)),
     bars(id) {

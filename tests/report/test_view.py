@@ -195,10 +195,10 @@ def test_click_a_bar_for_all_its_attributes(browser, run):
             assert details[key] == str(value), key
 
     # Clicking a lane where it waited in the queue (no bar there) shows the request.
+    page.dblclick("#axis")
     rid = page.evaluate("specTrace.order().at(-1)")
     request = page.evaluate("id => specTrace.request(id)", rid)
     assert request["queueEnd"] > request["start"]  # it waited for a batch slot
-    page.dblclick("#axis")
     x = page.evaluate(
         "a => specTrace.xOf('waterfall', a)", (request["start"] + request["queueEnd"]) / 2
     )
@@ -210,7 +210,19 @@ def test_click_a_bar_for_all_its_attributes(browser, run):
     assert details["span"] == "spec_request" and details["request"] == rid
     assert details["span id"] == root.span_id
     assert details[SpanAttr.ACCEPT_RATE] == str(root.attributes[SpanAttr.ACCEPT_RATE])
-    assert details["queue wait"].endswith("ms")
+    # Times to the microsecond, in the unit their size calls for.
+    assert _ns(details["queue wait"]) == pytest.approx(request["queueEnd"] - request["start"],
+                                                       abs=1000)  # fmt: skip
+    assert _ns(details["duration"]) == pytest.approx(root.end_ns - root.start_ns, abs=1000)
+    assert _ns(details["end"]) - _ns(details["start"]) == pytest.approx(
+        root.end_ns - root.start_ns, abs=2000
+    )
+    assert page.evaluate("specTrace.selected()") == {"id": rid, "bar": -1}
+
+
+def _ns(text: str) -> float:
+    value, unit = text.split()
+    return float(value) * {"s": 1e9, "ms": 1e6, "µs": 1e3, "ns": 1}[unit]
 
 
 def _rid(span: OtlpSpan) -> str:
