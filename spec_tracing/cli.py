@@ -101,9 +101,16 @@ def _demo(args: argparse.Namespace) -> int:
             f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
         )
     print(f"trace             {_where(settings)}")
-    lost = {k: v for k, v in counts.items() if v and k not in ("spans", "unmatched_ends")}
+    sampling = ("sampled_out_spans", "steps_kept_requests", "steps_dropped_requests",
+                "step_sampling_early_decisions")  # fmt: skip
+    lost = {k: v for k, v in counts.items()
+            if v and k not in ("spans", "unmatched_ends", *sampling)}  # fmt: skip
     verb = {"none": "discarded", "console": "printed"}.get(settings.exporter, "exported")
     print(f"spans {verb:<11} {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
+    if settings.step_sample_ratio < 1:
+        kept, dropped = counts["steps_kept_requests"], counts["steps_dropped_requests"]
+        print(f"step sampling     {counts['sampled_out_spans']:,} step spans left out; "
+              f"steps kept for {kept} of {kept + dropped} requests")  # fmt: skip
     return 130 if interrupted else 0
 
 

@@ -323,6 +323,10 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         "export_failed_spans": 0,
         "export_rejected_spans": 0,
         "export_lost_spans": 0,
+        "sampled_out_spans": 0,
+        "steps_kept_requests": 0,
+        "steps_dropped_requests": 0,
+        "step_sampling_early_decisions": 0,
     }
     if active is not None:
         out.update(

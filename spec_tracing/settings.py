@@ -183,6 +183,25 @@ SPEC_VARS: tuple[Var, ...] = (
         "spans are dropped and counted.",
     ),
     Var(
+        "SPEC_TRACING_STEP_SAMPLE_RATIO",
+        "step_sample_ratio",
+        1.0,
+        lambda name, raw: _ratio(name, raw),
+        "Share of requests (0..1, chosen by trace id) whose step spans (prefill, draft, verify, "
+        "draft_extend) are exported; every request's root and the metrics are kept whatever "
+        "the ratio. Decided where spans are assembled, off the engine's process. 1: all.",
+    ),
+    Var(
+        "SPEC_TRACING_STEP_KEEP",
+        "step_keep",
+        "error",
+        lambda name, raw: _keep_rules(name, raw),
+        "With a ratio below 1, rules that keep a request's step spans whatever the ratio, decided "
+        "when it ends: error (aborted or failed), slowest:F (the slowest fraction F), "
+        "lowest_accept:F (the lowest fraction F by accept rate), accept_rate<X, duration>Nms; "
+        "comma-separated, `none` for no rule.",
+    ),
+    Var(
         "SPEC_TRACING_EXPORT_NICE",
         "export_nice",
         10,
@@ -349,6 +368,13 @@ def _positive_number(name: str, raw: str) -> float:
     return value
 
 
+def _keep_rules(name: str, raw: str) -> str:
+    from .export.sampling import parse_rules
+
+    parse_rules(name, raw)  # checked here; the sampler parses it again where it runs
+    return raw.strip()
+
+
 def _ratio(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -422,6 +448,8 @@ class Settings:
     export_process: bool = True
     export_queue_spans: int = 262144
     export_nice: int = 10
+    step_sample_ratio: float = 1.0
+    step_keep: str = "error"
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"

@@ -16,6 +16,8 @@ BAD_VALUES = {
     "SPEC_TRACING_EXPORT_PROCESS": "sometimes",
     "SPEC_TRACING_EXPORT_QUEUE_SPANS": "-1",
     "SPEC_TRACING_EXPORT_NICE": "20",
+    "SPEC_TRACING_STEP_SAMPLE_RATIO": "1.5",
+    "SPEC_TRACING_STEP_KEEP": "error,slowest",
     "SPEC_TRACING_METRICS": "lots",
     "SPEC_TRACING_PROMETHEUS_PORT": "70000",
     "SPEC_TRACING_PROMETHEUS_HOST": "",
@@ -256,3 +258,30 @@ def test_a_relative_trace_file_is_resolved_once_at_enable(monkeypatch, tmp_path)
     assert Settings.from_env(file="u.jsonl").file == str(tmp_path / "u.jsonl")
     monkeypatch.delenv("SPEC_TRACING_FILE")
     assert Settings.from_env().file == str(tmp_path / "spec-traces.jsonl")
+
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        ("errors", "unknown rule 'errors'"),
+        ("slowest:2", "slowest: a fraction 0..1"),
+        ("lowest_accept:x", "lowest_accept: a fraction 0..1"),
+        ("duration>fast", "duration>: milliseconds"),
+        ("accept_rate<nan", "accept_rate<: a number"),
+    ],
+)
+def test_step_keep_rules_name_the_bad_rule(raw, says):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"SPEC_TRACING_STEP_KEEP": raw})
+    assert caught.value.variable == "SPEC_TRACING_STEP_KEEP" and says in str(caught.value)
+
+
+def test_step_keep_rules_parse():
+    from spec_tracing.export.sampling import parse_rules
+
+    rules = parse_rules(
+        "X", " error, slowest:0.01 ,lowest_accept:0.05,accept_rate<0.3,duration>2000ms"
+    )
+    assert rules == (("error", None), ("slowest", 0.01), ("lowest_accept", 0.05),
+                     ("accept_rate<", 0.3), ("duration>", 2000.0))  # fmt: skip
+    assert parse_rules("X", "none") == ()

@@ -19,12 +19,17 @@ from collections import OrderedDict
 
 from ..wire import END, FINISH, ROOT_RECORD, SLICE, STAGE_RECORD, START
 from .limits import AttributeLimits
+from .sampling import StepSampler
 
 MAX_OPEN_REQUESTS = 1_000_000
 
 
 class SpanAssembler:
-    def __init__(self, max_open: int = MAX_OPEN_REQUESTS, limits: AttributeLimits | None = None):
+    def __init__(
+        self, max_open: int = MAX_OPEN_REQUESTS, limits: AttributeLimits | None = None,
+        sampler: StepSampler | None = None,
+    ):  # fmt: skip
+        self.sampler = sampler  # step-detail sampling (sampling.py), None: keep every step
         # handle -> [open starts by stage name, steps by stage name]
         self._state: OrderedDict = OrderedDict()
         self.limits = limits or AttributeLimits()
@@ -78,4 +83,15 @@ class SpanAssembler:
                 if batch_attrs:
                     batch_attrs = self.limits.apply(batch_attrs)
                 records.append((STAGE_RECORD, name, batch_attrs, rows))
-        return records
+        return records if self.sampler is None else self.sampler.filter(records)
+
+    def counts(self) -> dict:
+        """What stats() reports from here: unmatched ends, limited attributes, sampling."""
+        out = {"unmatched_ends": self.unmatched, "limited_attributes": self.limits.limited}
+        if self.sampler is not None:
+            out.update(self.sampler.counts())
+        return out
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.drain()

@@ -273,6 +273,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     """The exporter process's main loop: records in, exports out, replies to flush/stop."""
     from .assembler import SpanAssembler
     from .limits import AttributeLimits
+    from .sampling import StepSampler
 
     _, settings, version, resource_attributes = conn_in.recv()
     if settings.export_nice:
@@ -283,14 +284,12 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
     send_lock = threading.Lock()
     last_update = [0.0]
-    assembler = SpanAssembler(limits=AttributeLimits.from_otel(settings.otel))
+    assembler = SpanAssembler(
+        limits=AttributeLimits.from_otel(settings.otel), sampler=StepSampler.from_settings(settings)
+    )
 
     def counts() -> dict:
-        return {
-            **writer.counts(),
-            "unmatched_ends": assembler.unmatched,
-            "limited_attributes": assembler.limits.limited,
-        }
+        return {**writer.counts(), **assembler.counts()}
 
     def reply(message) -> bool:
         """False when the engine's process stopped listening (it gave up waiting, or exited)."""
@@ -314,6 +313,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             try:
                 message = conn_in.recv()
             except EOFError:  # the engine's process is gone: export what is left, then exit
+                assembler.stop()
                 writer.stop(settings.shutdown_timeout_ms / 1000)
                 break
             if isinstance(message, list):
@@ -327,6 +327,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
                 # The engine's process stops waiting after its timeout; if this took longer,
                 # the reply has nowhere to go, and that is no error.
                 budget = message[1] / 1000
+                assembler.stop()
                 writer.stop(budget - min(0.25, budget / 5))  # time left to reply
                 reply(("stopped", counts(), not writer.queue))
                 break

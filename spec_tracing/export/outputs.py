@@ -19,6 +19,7 @@ from .child import make_writer
 from .exporters import check_span_exporter
 from .limits import AttributeLimits
 from .process import _BACKOFF_S, ExportProcess, span_count
+from .sampling import StepSampler
 from .sdk_spans import SpanSink
 
 logger = logging.getLogger(__name__)
@@ -27,10 +28,12 @@ logger = logging.getLogger(__name__)
 class InProcessOutput:
     """Spans made on the recorder's thread and handed to `provider`'s processors."""
 
-    def __init__(self, provider: TracerProvider, version: str):
+    def __init__(self, provider: TracerProvider, version: str, settings: Settings | None = None):
         self.provider = provider
         self.sink = SpanSink(provider, version)
-        self.assembler = SpanAssembler(limits=AttributeLimits.from_otel(os.environ))
+        sampler = StepSampler.from_settings(settings)
+        limits = AttributeLimits.from_otel(os.environ)
+        self.assembler = SpanAssembler(limits=limits, sampler=sampler)
 
     def deliver(self, events: list) -> None:
         self.sink.write(self.assembler.feed(events))
@@ -41,16 +44,14 @@ class InProcessOutput:
 
     @property
     def export_counts(self) -> dict:
-        return {
-            "unmatched_ends": self.assembler.unmatched,
-            "limited_attributes": self.assembler.limits.limited,
-        }
+        return self.assembler.counts()
 
     def flush(self, timeout_s: float) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self, timeout_s: float) -> None:
         # The provider is the application's: flush it, never shut it down.
+        self.assembler.stop()
         self.provider.force_flush(int(timeout_s * 1000))
 
     def abandon(self) -> None:
@@ -69,7 +70,9 @@ class ThreadOutput:
         self.sink = SpanSink(
             TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
         )
-        self.assembler = SpanAssembler(limits=AttributeLimits.from_otel(settings.otel))
+        sampler = StepSampler.from_settings(settings)
+        limits = AttributeLimits.from_otel(settings.otel)
+        self.assembler = SpanAssembler(limits=limits, sampler=sampler)
         self.owns_exporter = exporter is None  # one given to enable() is the caller's to close
         self.writer = make_writer(settings, version, exporter=exporter)
 
@@ -88,8 +91,7 @@ class ThreadOutput:
             "export_rejected_spans": self.writer.rejected,
             # Queued or in flight when shutdown's time ran out: in no counter before.
             "export_lost_spans": self.writer.left_unexported,
-            "unmatched_ends": self.assembler.unmatched,
-            "limited_attributes": self.assembler.limits.limited,
+            **self.assembler.counts(),
         }
 
     def after_fork_in_child(self) -> None:
@@ -99,6 +101,7 @@ class ThreadOutput:
         return self.writer.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
+        self.assembler.stop()
         self.writer.stop(timeout_s)
         if self.writer.exporter is not None and self.owns_exporter:
             self.writer.exporter.shutdown()
@@ -193,8 +196,7 @@ class ProcessOutput:
             "export_failed_spans": c.get("failed_spans", 0),
             "export_rejected_spans": c.get("rejected_spans", 0),
             "export_lost_spans": process.unsent_spans + never_reported,
-            "unmatched_ends": c.get("unmatched_ends", 0),
-            "limited_attributes": c.get("limited_attributes", 0),
+            **{k: c.get(k, 0) for k in _SAMPLING_AND_INPUT},
             "spans": c.get("exported_spans", 0),
         }
 
@@ -233,8 +235,12 @@ class ProcessOutput:
             self.process.kill()
 
 
+# Counted by the assembler, wherever it runs (reported by the exporter process as they are).
+_SAMPLING_AND_INPUT = ("unmatched_ends", "limited_attributes", "sampled_out_spans",
+                       "steps_kept_requests", "steps_dropped_requests",
+                       "step_sampling_early_decisions")  # fmt: skip
 _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
-           "export_lost_spans", "unmatched_ends", "limited_attributes", "spans")  # fmt: skip
+           "export_lost_spans", *_SAMPLING_AND_INPUT, "spans")  # fmt: skip
 
 
 def build_output(settings: Settings, tracer_provider, span_exporter, version: str, like=None):
@@ -248,11 +254,11 @@ def build_output(settings: Settings, tracer_provider, span_exporter, version: st
         attrs, environment = like
         return ProcessOutput(settings, version, attrs, environment)
     if tracer_provider is not None:
-        return InProcessOutput(tracer_provider, version)
+        return InProcessOutput(tracer_provider, version, settings)
     if span_exporter is None:
         existing = trace.get_tracer_provider()
         if isinstance(existing, TracerProvider):
-            return InProcessOutput(existing, version)
+            return InProcessOutput(existing, version, settings)
         if settings.export_process and settings.exporter != "none":
             return ProcessOutput(settings, version)
     return ThreadOutput(settings, version, span_exporter)

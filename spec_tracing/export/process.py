@@ -299,6 +299,7 @@ class ExportProcess:
                 "failed_spans",
                 "rejected_spans",
                 "unmatched_ends",
+                "sampled_out_spans",
             )
         )
         return max(0, self.sent_spans - reported)

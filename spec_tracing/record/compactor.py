@@ -20,6 +20,7 @@ from ..acceptance import add_rounds
 from ..semconv import SpanAttr
 from ..stages import RequestStage
 from ..wire import END, FINISH, SLICE, START
+from . import hotpath
 from .request_trace import ReqTimeStats
 
 logger = logging.getLogger(__name__)
@@ -276,9 +277,13 @@ class Materializer:
         if st.rid is not None:
             attrs[SpanAttr.REQUEST_ID] = str(st.rid)
         attrs[SpanAttr.FINISH_REASON] = how.get("reason", "stop")
-        attrs[SpanAttr.VERIFY_ROUNDS] = summary["verify_rounds"]
-        attrs[SpanAttr.TOTAL_ACCEPTED] = summary["accepted_drafts"]
-        attrs[SpanAttr.TOTAL_PROPOSED] = summary["proposed_drafts"]
+        # Below level 2 verify is not recorded: the acceptance is unknown, not zero (a level-1
+        # trace said "0 rounds" for every request). SPEC_TRACING_STEP_SAMPLE_RATIO=0 gives
+        # roots with their acceptance and no step spans.
+        if summary["verify_rounds"] or hotpath.LEVEL >= RequestStage.SPEC_VERIFY.level:
+            attrs[SpanAttr.VERIFY_ROUNDS] = summary["verify_rounds"]
+            attrs[SpanAttr.TOTAL_ACCEPTED] = summary["accepted_drafts"]
+            attrs[SpanAttr.TOTAL_PROPOSED] = summary["proposed_drafts"]
         for key, attr in (
             ("accept_rate", SpanAttr.ACCEPT_RATE),
             ("accept_length", SpanAttr.ACCEPT_LENGTH),

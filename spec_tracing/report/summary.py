@@ -38,6 +38,7 @@ class TraceSummary:
     requests: int = 0
     # Summed from the roots' acceptance summary: what a level-1 trace (no verify spans) has.
     root_acceptance: Acceptance = field(default_factory=Acceptance)
+    roots_without_rounds: int = 0  # roots that say nothing of verify (below level 2)
     first_ns: int | None = None
     last_ns: int | None = None
 
@@ -48,6 +49,8 @@ class TraceSummary:
         if name == RequestStage.REQUEST.name:
             self.requests += 1
             rounds = attrs.get(SpanAttr.VERIFY_ROUNDS)
+            if rounds is None:
+                self.roots_without_rounds += 1
             if rounds:
                 root = self.root_acceptance
                 root.rounds += int(rounds)
@@ -76,7 +79,9 @@ class TraceSummary:
                 f"{percentile(values, 95):>10.3f}"
             )
         acc, whence = self.acceptance, ""
-        if not acc.rounds and self.root_acceptance.rounds:  # a level-1 trace: from the roots
+        # The roots count every round of their requests; verify spans only those exported
+        # (all of them, unless step spans were sampled: SPEC_TRACING_STEP_SAMPLE_RATIO).
+        if self.root_acceptance.rounds > acc.rounds:
             acc, whence = self.root_acceptance, " (from the request spans)"
         rate, length = acc.accept_rate, acc.accept_length
         lines.append("")
@@ -87,6 +92,8 @@ class TraceSummary:
             if rate is not None
             else f"accept rate       n/a (not traced: verify is level 2, this ran at level {level})"
             if level is not None and level < 2
+            else "accept rate       n/a (not recorded: the requests ran below level 2)"
+            if self.requests and self.roots_without_rounds == self.requests
             else "accept rate       n/a (no drafts proposed)"
         )
         lines.append(
@@ -130,8 +137,8 @@ def render_requests(roots) -> str:
         lines.append(
             f"{str(a.get(SpanAttr.REQUEST_ID, root.span_id)):<24}"
             f"{(root.end_ns - root.start_ns) / 1e6:>10.1f}"
-            f"{a.get(SpanAttr.VERIFY_ROUNDS, 0):>8}{a.get(SpanAttr.TOTAL_ACCEPTED, 0):>10}"
-            f"{a.get(SpanAttr.TOTAL_PROPOSED, 0):>10}"
+            f"{a.get(SpanAttr.VERIFY_ROUNDS, '-'):>8}{a.get(SpanAttr.TOTAL_ACCEPTED, '-'):>10}"
+            f"{a.get(SpanAttr.TOTAL_PROPOSED, '-'):>10}"
             f"{'n/a' if rate is None else format(rate, '.3f'):>8}"
             f"{'n/a' if length is None else format(length, '.3f'):>8}  {outcome}"
         )

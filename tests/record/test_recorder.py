@@ -2,6 +2,8 @@
 
 import threading
 
+import pytest
+
 from spec_tracing.record import hotpath
 from spec_tracing.record.recorder import Recorder
 
@@ -27,3 +29,30 @@ def test_events_still_buffered_when_shutdown_runs_out_of_time_are_counted():
         hotpath._deactivate()
     recorder._thread.join(30)
     assert consumed[:1] == ["first"]
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_below_level_2_roots_leave_acceptance_out_rather_than_say_zero(level):
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import spec_tracing
+    from spec_tracing import ReqTimeStats, record_batch_stage
+    from spec_tracing.semconv import SpanAttr
+    from spec_tracing.stages import RequestStage
+
+    exporter = InMemorySpanExporter()
+    spec_tracing.enable(span_exporter=exporter, level=level, metrics=False)
+    try:
+        req = ReqTimeStats(rid="r")
+        record_batch_stage([req], RequestStage.SPEC_VERIFY, 1.0, 2.0, [2], [3])
+        req.finish()
+        assert spec_tracing.flush(10_000)
+        (root,) = [s for s in exporter.get_finished_spans() if s.name == "spec_request"]
+    finally:
+        spec_tracing.shutdown()
+    if level == 1:  # verify is not recorded: unknown, so absent (it said 0 rounds)
+        assert SpanAttr.VERIFY_ROUNDS not in root.attributes
+        assert SpanAttr.TOTAL_ACCEPTED not in root.attributes
+    else:
+        assert root.attributes[SpanAttr.VERIFY_ROUNDS] == 1
+        assert root.attributes[SpanAttr.TOTAL_ACCEPTED] == 2

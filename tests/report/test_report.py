@@ -240,6 +240,16 @@ def test_a_trace_without_verify_spans_takes_acceptance_from_its_request_spans():
 
     assert figures(roots_only) == figures(with_steps)
     assert figures(roots_only)[0].startswith("accept rate       0.556  (5 of 9 drafts)")
+    # Step spans sampled (SPEC_TRACING_STEP_SAMPLE_RATIO): the roots count more rounds than the
+    # verify spans left, and the summary is the whole run's.
+    sampled = TraceSummary()
+    sampled.add("spec_verify", 0, 1, {SpanAttr.ACCEPTED_TOKENS: 0, SpanAttr.PROPOSED_TOKENS: 3})
+    sampled.add("spec_request", 0, 10, root)
+    assert figures(sampled) == figures(with_steps)
+    # Below level 2 the roots say nothing of verify: not recorded, rather than "no drafts".
+    level_1 = TraceSummary()
+    level_1.add("spec_request", 0, 10, {SpanAttr.REQUEST_ID: "r"})
+    assert "n/a (not recorded: the requests ran below level 2)" in level_1.render()
 
 
 def test_the_stage_table_keeps_its_columns_apart_past_100_seconds():

@@ -1,0 +1,214 @@
+"""Step-detail sampling, decided when a request ends, where spans are assembled (the exporter
+process, or the export thread): every request's root is exported; its step spans (draft,
+verify, draft_extend, prefill, ...) are exported for a share of requests chosen by trace id,
+and for every request a keep rule picks out once its outcome is known (failed, slow, low
+acceptance). The engine's process records exactly what it records without sampling: the
+metrics and the roots' acceptance count every request and step.
+
+Requests in the ratio pass straight through. With keep rules, the others' step spans are held
+until their root arrives; held spans are bounded (SPEC_TRACING_EXPORT_QUEUE_SPANS, the exporter
+buffer's bound): past it, the request held longest is decided early by the ratio alone (its
+steps dropped, `early_decisions` counted). Spans left out by sampling are `sampled_out`, apart
+from the loss counters: every span offered is exported, dropped, failed, rejected, lost or
+sampled out.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import OrderedDict, deque
+
+from ..semconv import SpanAttr
+from ..wire import ROOT_RECORD, STAGE_RECORD
+
+STEPS_KEPT = "spec_tracing.steps_kept"
+KEEP_REASON = "spec_tracing.keep_reason"
+
+RULES = {  # name -> (takes an argument, what the argument is, keep_reason)
+    "error": (False, "", "error"),
+    "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)", "slow"),
+    "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)", "low_accept"),
+    "accept_rate<": (True, "a number (accept_rate<0.3)", "accept_rate"),
+    "duration>": (True, "milliseconds (duration>2000ms or duration>2000)", "duration"),
+}
+ALLOWED = "comma-separated rules: error, slowest:F, lowest_accept:F, accept_rate<X, duration>Nms"
+
+
+def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
+    """SPEC_TRACING_STEP_KEEP -> ((rule, argument), ...); a ConfigError naming the bad rule."""
+    from ..settings import ConfigError
+
+    rules = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item or item == "none":
+            continue
+        rule, arg = item, None
+        for key in ("slowest:", "lowest_accept:", "accept_rate<", "duration>"):
+            if item.startswith(key):
+                rule, text = key.rstrip(":"), item[len(key) :].strip()
+                if rule == "duration>" and text.endswith("ms"):
+                    text = text[:-2]
+                try:
+                    arg = float(text)
+                except ValueError:
+                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}") from None
+                if arg != arg or (rule in ("slowest", "lowest_accept") and not 0 <= arg <= 1):
+                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
+                break
+        if rule not in RULES:
+            raise ConfigError(name, raw, f"{ALLOWED} (unknown rule {item!r})")
+        if RULES[rule][0] and arg is None:
+            raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
+        rules.append((rule, arg))
+    return tuple(rules)
+
+
+class WindowQuantile:
+    """The q-quantile of the last `size` values: a running estimate of where "the slowest 1%"
+    or "the lowest 1%" starts, which follows the load as it changes."""
+
+    def __init__(self, size: int = 2000):
+        self.values: deque = deque()
+        self.sorted: list = []
+        self.size = size
+
+    def add(self, value: float) -> None:
+        self.values.append(value)
+        bisect.insort(self.sorted, value)
+        if len(self.values) > self.size:
+            old = self.values.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+
+    def at(self, q: float) -> float:
+        index = min(len(self.sorted) - 1, max(0, int(q * len(self.sorted))))
+        return self.sorted[index]
+
+
+class StepSampler:
+    """Filters span records (wire.py) as the assembler makes them; see the module docstring."""
+
+    def __init__(self, ratio: float, rules, max_held_spans: int):
+        self.ratio = ratio
+        self.bound = int(ratio * (1 << 64))
+        self.rules = tuple(rules)
+        self.max_held = max_held_spans
+        self.held: OrderedDict = OrderedDict()  # handle -> [(name, batch_attrs, row)]
+        self.held_spans = 0
+        self.early: OrderedDict = OrderedDict()  # handles decided early: dropped on arrival
+        self.durations = WindowQuantile()
+        self.rates = WindowQuantile()
+        self.kept_requests = 0
+        self.dropped_requests = 0
+        self.sampled_out = 0
+        self.early_decisions = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> StepSampler | None:
+        """None when every request keeps its steps (the default: nothing to do)."""
+        if settings is None or settings.step_sample_ratio >= 1.0:
+            return None
+        rules = parse_rules("SPEC_TRACING_STEP_KEEP", settings.step_keep)
+        return cls(settings.step_sample_ratio, rules, settings.export_queue_spans)
+
+    def counts(self) -> dict:
+        return {
+            "steps_kept_requests": self.kept_requests,
+            "steps_dropped_requests": self.dropped_requests,
+            "sampled_out_spans": self.sampled_out,
+            "step_sampling_early_decisions": self.early_decisions,
+        }
+
+    def in_ratio(self, trace_id: int) -> bool:
+        # As OpenTelemetry's TraceIdRatioBased sampler: the trace id's low 64 bits, so every
+        # process of one request decides alike.
+        return (trace_id & 0xFFFFFFFFFFFFFFFF) < self.bound
+
+    def filter(self, records: list) -> list:
+        out: list = []
+        for record in records:
+            if record[0] == STAGE_RECORD:
+                _, name, batch_attrs, rows = record
+                passing = []
+                for row in rows:
+                    if self.in_ratio(row[0]):
+                        passing.append(row)
+                    elif self.rules and (row[0], row[1]) not in self.early:
+                        self._hold((row[0], row[1]), name, batch_attrs, row)
+                    else:
+                        self.sampled_out += 1
+                if passing:
+                    out.append((STAGE_RECORD, name, batch_attrs, passing))
+            else:
+                out += self._decide(record)
+        return out
+
+    def _hold(self, handle, name, batch_attrs, row) -> None:
+        held = self.held.get(handle)
+        if held is None:
+            held = self.held[handle] = []
+        held.append((name, batch_attrs, row))
+        self.held_spans += 1
+        while self.held_spans > self.max_held and self.held:
+            old, spans = self.held.popitem(last=False)
+            self.held_spans -= len(spans)
+            self.sampled_out += len(spans)
+            self.early_decisions += 1
+            self.early[old] = None
+            if len(self.early) > self.max_held:
+                self.early.popitem(last=False)
+
+    def _decide(self, root: tuple) -> list:
+        _, trace_id, span_id, parent, t0, t1, attrs, error = root
+        handle = (trace_id, span_id)
+        held = self.held.pop(handle, ())
+        self.held_spans -= len(held)
+        duration = t1 - t0
+        rate = attrs.get(SpanAttr.ACCEPT_RATE)
+        reason = "ratio" if self.in_ratio(trace_id) else self._rule(error, duration, rate)
+        if handle in self.early:
+            del self.early[handle]
+            reason = reason if reason == "ratio" else None
+        self.durations.add(duration)
+        if isinstance(rate, int | float):
+            self.rates.add(rate)
+        attrs = dict(attrs)
+        attrs[STEPS_KEPT] = reason is not None
+        attrs[KEEP_REASON] = reason or "sampled_out"
+        out: list = []
+        if reason is None:
+            self.dropped_requests += 1
+            self.sampled_out += len(held)
+        else:
+            self.kept_requests += 1
+            for name, batch_attrs, row in held:  # a record per span: held spans are few
+                out.append((STAGE_RECORD, name, batch_attrs, [row]))
+        out.append((ROOT_RECORD, trace_id, span_id, parent, t0, t1, attrs, error))
+        return out
+
+    def _rule(self, error, duration: float, rate) -> str | None:
+        for rule, arg in self.rules:
+            if rule == "error" and error is not None:
+                return "error"
+            if rule == "duration>" and duration * 1000 > arg:
+                return "duration"
+            if rule == "accept_rate<" and isinstance(rate, int | float) and rate < arg:
+                return "accept_rate"
+            # Against the requests that ended before this one, once there are 1/F of them: the
+            # first requests of a run are not "the slowest 1%" of nothing.
+            # Strictly past the quantile: where many requests tie (accept rate 0 in a stretch of
+            # n-gram misses), "the lowest 1%" must not keep all of them.
+            if rule == "slowest" and arg > 0 and len(self.durations.sorted) * arg >= 1:
+                if duration > self.durations.at(1 - arg):
+                    return "slow"
+            if rule == "lowest_accept" and arg > 0 and len(self.rates.sorted) * arg >= 1:
+                if isinstance(rate, int | float) and rate < self.rates.at(arg):
+                    return "low_accept"
+        return None
+
+    def drain(self) -> None:
+        """At stop: requests still held never ended; their steps go by the ratio alone."""
+        for spans in self.held.values():
+            self.sampled_out += len(spans)
+            self.early_decisions += 1
+        self.held.clear()
+        self.held_spans = 0
