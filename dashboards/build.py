@@ -58,6 +58,15 @@ PANELS: list[tuple[str, str, list[tuple[str, str]], str]] = [
      [(f"max(spec_decode_num_steps{SEL})", "draft width"),
       (f"max(spec_decode_batch_size{SEL})", "batch size")],
      "Active draft width (an adaptive controller changes it) against requests per verify batch."),
+    ("Per-request accept rate (quantiles, with exemplars)", "percentunit",
+     [(f"histogram_quantile({q}, {_rate('spec_decode_request_accept_rate_bucket', 'le')})",
+       f"p{round(q * 100)} of requests") for q in (0.1, 0.5, 0.9)],
+     "Accept rate of each request as it ends; an exemplar dot opens that request's trace."),
+    ("Per-request draft time share (quantiles)", "percentunit",
+     [(f"histogram_quantile({q}, "
+       f"{_rate('spec_decode_request_draft_time_share_bucket', 'le')})",
+       f"p{round(q * 100)} of requests") for q in (0.5, 0.9)],
+     "Draft + draft_extend time over the request's draft, verify and draft_extend time."),
     ("Export health", "short",
      [(_rate("spec_tracing_dropped_events_total"), "events dropped (buffer full)"),
       (_rate("spec_tracing_export_dropped_spans_total"), "spans dropped (exporter buffer)"),
@@ -110,9 +119,10 @@ def build() -> dict:
             )  # fmt: skip
         )
         for ref, (expr, legend) in zip("ABCDEFGH", queries, strict=False):
-            panel = panel.with_target(
-                prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
-            )
+            query = prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref)
+            if "_bucket" in expr:  # histograms of requests: exemplars carry their trace ids
+                query = query.exemplar(True)
+            panel = panel.with_target(query)
         board = board.with_panel(panel)
     return json.loads(json.dumps(board.build(), cls=JSONEncoder))
 

@@ -17,6 +17,9 @@ class Acceptance:
     accepted: int = 0  # all accepted drafts (accept_length)
     proposed: int = 0  # proposed drafts, in rounds where that is known
     rate_accepted: int = 0  # accepted drafts in those same rounds (accept_rate's numerator)
+    # Where the next round's tokens start in the request's output: after the prefill's first
+    # token (1; 0 for engines whose first round emits it) and every round's accepted + bonus.
+    next_offset: int = 1
 
     def add(self, accepted: int, proposed: int | None) -> None:
         add_rounds((self,), (accepted,), (proposed,))
@@ -39,13 +42,18 @@ class Acceptance:
         }
 
 
-def add_rounds(acceptances, accepted, proposed) -> None:
+def add_rounds(acceptances, accepted, proposed) -> list[int]:
     """One verify round each: acceptances[i] gets accepted[i] of proposed[i] (None: unknown).
     A batch's rounds in one loop: the recorder adds a whole verify batch at once, without a
-    method call per request."""
+    method call per request. Returns where each round's tokens start in its request's output."""
+    offsets = []
+    offset_of = offsets.append
     for acc, a, p in zip(acceptances, accepted, proposed, strict=True):
+        offset_of(acc.next_offset)
+        acc.next_offset += a + 1
         acc.rounds += 1
         acc.accepted += a
         if p is not None:
             acc.proposed += p
             acc.rate_accepted += a
+    return offsets

@@ -169,7 +169,7 @@ def _report(args: argparse.Namespace) -> int:
     print(text)
     if args.requests:
         print()
-        print(render_requests([s for s in spans if s.name == RequestStage.REQUEST.name]))
+        print(render_requests([s for s in spans if s.name == RequestStage.REQUEST.name], spans))
     outputs = []
     if args.html:
         outputs.append((args.html, lambda: render_html(spans, text, os.path.basename(args.file))))

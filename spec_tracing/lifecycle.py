@@ -333,7 +333,7 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
             spans=active.output.spans,
             invalid_events=hotpath.invalid + active.materializer.invalid,
             dropped_events=hotpath.dropped + active.recorder.undrained,
-            consumer_errors=active.recorder.consumer_errors,
+            consumer_errors=active.recorder.consumer_errors + active.materializer.metric_errors,
         )
         out.update(active.output.export_counts)
     for source in _stats_sources:

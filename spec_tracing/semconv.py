@@ -20,6 +20,9 @@ class SpanAttr:
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
     WORKER = "spec_decode.worker"
+    # On spec_verify: the index in the request's output of the first token this round emitted
+    # (its accepted drafts, then the bonus token): every output token's origin follows.
+    OUTPUT_OFFSET = "spec_decode.output_offset"
     # Where a stage's times came from when not from the stage itself ("scheduler_step": the
     # engine's step bounds, because the seam that times the stage is missing in this version).
     TIMING = "spec_tracing.timing"
@@ -33,6 +36,14 @@ class SpanAttr:
     TOTAL_PROPOSED = "spec_decode.proposed_drafts"
     VERIFY_ROUNDS = "spec_decode.verify_rounds"
     FINISH_REASON = "spec_request.finish_reason"
+    # Draft + draft_extend time over draft + verify + draft_extend time, for the request.
+    DRAFT_TIME_SHARE = "spec_decode.draft_time_share"
+    # Output tokens per engine step of the request (its prefill step, if that emitted the first
+    # token, and its verify rounds): 1.0 is plain decoding.
+    TOKENS_PER_STEP = "spec_decode.tokens_per_step"
+    # OpenTelemetry GenAI semantic conventions, where the engine knows them.
+    GEN_AI_MODEL = "gen_ai.request.model"
+    GEN_AI_PROVIDER = "gen_ai.provider.name"
 
 
 INSTRUMENTATION_SCOPE = "spec_tracing"

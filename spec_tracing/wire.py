@@ -36,13 +36,15 @@ Parent: TypeAlias = tuple[int, int, int] | None  # remote parent (trace_id, span
 EngineEvent: TypeAlias = tuple[int, Any, float, float | None, tuple, Any, Any, dict | None]
 
 # (START, name, t, handles)
-# (END, name, t, handles, accepted | None, proposed | None, batch_attrs)
-# (SLICE, name, t0, t1, handles, accepted | None, proposed | None, batch_attrs)
+# (END, name, t, handles, accepted | None, proposed | None, batch_attrs, offsets | None)
+# (SLICE, name, t0, t1, handles, accepted | None, proposed | None, batch_attrs, offsets | None)
+#   offsets: per request, where in its output the verify round's first token is
 # (FINISH, handle, t, (parent, t0, attrs, error | None))
 CompactEvent: TypeAlias = tuple
 
-# A row of a stage record: (trace_id, root_id, t0, t1, step, accepted | None, proposed | None)
-StageRow: TypeAlias = tuple[int, int, float, float, int, int | None, int | None]
+# A row of a stage record:
+# (trace_id, root_id, t0, t1, step, accepted | None, proposed | None, output_offset | None)
+StageRow: TypeAlias = tuple[int, int, float, float, int, int | None, int | None, int | None]
 # (STAGE_RECORD, name, batch_attrs, rows)
 StageRecord: TypeAlias = tuple[int, str, dict, list[StageRow]]
 # (ROOT_RECORD, trace_id, span_id, parent, t0, t1, attrs, error | None)

@@ -34,7 +34,7 @@ def _run(code: str, cwd: Path, env_extra: dict | None = None, args=()):
 
 
 def test_every_block_is_accounted_for():
-    runnable = {"python": 3, "bash": 4, "": 2}  # "" blocks are sample output and a diagram
+    runnable = {"python": 3, "bash": 5, "": 2}  # "" blocks are sample output and a diagram
     counts = {lang: sum(1 for l_, _ in BLOCKS if l_ == lang) for lang in runnable}
     assert counts == runnable, "a README block was added or removed: give it a test here"
 
@@ -125,3 +125,13 @@ def test_the_other_bash_blocks_are_the_ones_tested_elsewhere():
     server_test = (ROOT / "tests" / "instrumentation" / "vllm_server.py").read_text()
     assert "vllm.entrypoints.openai.api_server" in server_test
     assert "docker compose up" in _block("bash", "docker compose")
+
+
+def test_the_production_sampling_settings_are_accepted_as_written():
+    block = _block("bash", "SPEC_TRACING_STEP_SAMPLE_RATIO")
+    check = ("python -c 'from spec_tracing.settings import Settings; "
+             "s = Settings.from_env(); print(s.step_sample_ratio, s.step_keep)'")  # fmt: skip
+    done = subprocess.run(block + "\n" + check, shell=True, executable="/bin/bash",
+                          env=clean_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0.01", "error,slowest:0.01,lowest_accept:0.01"]

@@ -8,8 +8,8 @@ that never finish are forgotten oldest-first past MAX_OPEN_REQUESTS, so state st
 
 Compact events (record/compactor.py makes them; typed in wire.py):
     (START, name, t, handles)
-    (END, name, t, handles, accepted, proposed, batch_attrs)
-    (SLICE, name, t0, t1, handles, accepted, proposed, batch_attrs)
+    (END, name, t, handles, accepted, proposed, batch_attrs, output_offsets)
+    (SLICE, name, t0, t1, handles, accepted, proposed, batch_attrs, output_offsets)
     (FINISH, handle, t, root_tuple)     root_tuple: (parent, t0, attrs, error)
 """
 
@@ -63,9 +63,9 @@ class SpanAssembler:
                     self._of(handle)[0][name] = t
                 continue
             if kind == SLICE:
-                _, name, t0, t1, handles, acc, prop, batch_attrs = event
+                _, name, t0, t1, handles, acc, prop, batch_attrs, offsets = event
             else:
-                _, name, t1, handles, acc, prop, batch_attrs = event
+                _, name, t1, handles, acc, prop, batch_attrs, offsets = event
             rows = []
             for i, handle in enumerate(handles):
                 opened, steps = self._of(handle)
@@ -78,7 +78,8 @@ class SpanAssembler:
                 steps[name] = step + 1
                 rows.append((handle[0], handle[1], t0, t1, step,
                              None if acc is None else acc[i],
-                             None if prop is None else prop[i]))  # fmt: skip
+                             None if prop is None else prop[i],
+                             None if offsets is None else offsets[i]))  # fmt: skip
             if rows:
                 if batch_attrs:
                     batch_attrs = self.limits.apply(batch_attrs)

@@ -14,7 +14,7 @@ import struct
 from collections.abc import Mapping
 
 from .. import ids
-from ..semconv import step_attributes
+from ..semconv import SpanAttr, step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
 from .clock import clock_offset_ns, to_epoch_ns
@@ -122,6 +122,7 @@ def _span(
 _CACHE_MAX = 65536
 _ids_cache: dict = {}  # request handle -> (trace id field, parent span id field)
 _step_cache: dict = {}  # (step, accepted, proposed) -> encoded step attributes
+_offset_cache: dict = {}  # output offset -> its encoded attribute
 _SPAN_PREFIX = [b"\x12" + _varint(n) for n in range(2048)]  # ScopeSpans.spans tag + length
 _TAIL = _STATUS_UNSET + _FLAGS_LOCAL
 _ZERO_ID, _ONE_ID = bytes(8), (1).to_bytes(8, "big")  # an all-zero span id is invalid
@@ -152,6 +153,15 @@ def _step_fields(step: int, acc, prop) -> bytes:
     return encoded
 
 
+def _offset_field(offset: int) -> bytes:
+    encoded = _offset_cache.get(offset)
+    if encoded is None:
+        if len(_offset_cache) >= _CACHE_MAX:
+            _offset_cache.clear()
+        encoded = _offset_cache[offset] = _key_value(SpanAttr.OUTPUT_OFFSET, offset)
+    return encoded
+
+
 def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
     # The hot loop of the exporter process (~1 us a span): a request's ids, a step's attributes
     # and a batch's times are encoded once and joined per span; span ids come 8 random bytes at
@@ -162,7 +172,7 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
     random_ids = ids.randbytes(8 * len(rows))
     out = []
     last = (None, None, b"")
-    for i, (trace_id, root_id, t0, t1, step, acc, prop) in enumerate(rows):
+    for i, (trace_id, root_id, t0, t1, step, acc, prop, out_at) in enumerate(rows):
         if t0 != last[0] or t1 != last[1]:  # rows of a batch share their times
             last = (t0, t1, b"\x39" + _pack_q(int(t0 * 1e9) + offset)
                     + b"\x41" + _pack_q(int(t1 * 1e9) + offset))  # fmt: skip
@@ -171,7 +181,8 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
             span_id = _ONE_ID
         trace_field, parent_field = ids_of((trace_id, root_id))
         body = b"".join((trace_field, b"\x12\x08", span_id, parent_field, name_field, last[2],
-                         shared, fields_of(step, acc, prop), _TAIL))  # fmt: skip
+                         shared, fields_of(step, acc, prop),
+                         b"" if out_at is None else _offset_field(out_at), _TAIL))  # fmt: skip
         size = len(body)
         out.append((prefix[size] if size < 2048 else b"\x12" + _varint(size)) + body)
     return out

@@ -5,7 +5,7 @@ Three shortcuts save the exporter most of its cost, and each leans on an SDK int
   the object the SDK's own tracer hands them to;
 - pre-encoded OTLP bytes go to the HTTP exporter's `_client.export` (checking `_shutdown`; its
   `_client._submit` is wrapped to read the response's partial_success; the requests session at
-  `_client._transport._session` gets an overall deadline per request, deadline.py), and
+  `_client._transport._session` gets an overall deadline per request, otlp_http.py), and
   to the gRPC exporter's channel as they are: its `_translate_data` hook returns them and its
   `_stub` (from which `_initialize_channel_and_stub` builds the client) serializes bytes as
   bytes, so retries, headers, TLS and reconnection stay the SDK's.
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 from typing import Any
+
+from ..otlp_http import bound_http_requests, http_session
 
 # The SDK releases these internals were read from and tested against.
 TESTED = "opentelemetry-sdk 1.40 .. 1.45"
@@ -74,22 +76,6 @@ class Rejections:
                     partial.error_message or "no message",
                 )
             self.rejected_spans += rejected
-
-
-def http_session(exporter: Any) -> Any:
-    """The requests.Session an SDK OTLP/HTTP exporter (spans or metrics) sends with, or None."""
-    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
-    return getattr(transport, "_session", None)
-
-
-def bound_http_requests(exporter: Any) -> Any:
-    """`exporter` with each of its HTTP requests bounded as a whole by its timeout."""
-    from .deadline import with_deadline
-
-    session = http_session(exporter)
-    if session is not None:
-        with_deadline(session)
-    return exporter
 
 
 def http_exporter_class() -> type:

@@ -8,7 +8,8 @@ same objects the SDK's own tracer would hand them, so any SDK exporter, the in-m
 tests included, receives them unchanged.
 
 Records:
-    (STAGE_RECORD, name, batch_attrs, rows)   rows: (trace_id, root_id, t0, t1, step, acc, prop)
+    (STAGE_RECORD, name, batch_attrs, rows)
+        rows: (trace_id, root_id, t0, t1, step, acc, prop, output_offset)
     (ROOT_RECORD, trace_id, span_id, parent, t0, t1, attrs, error)
 """
 
@@ -22,7 +23,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from .. import ids
-from ..semconv import INSTRUMENTATION_SCOPE, step_attributes
+from ..semconv import INSTRUMENTATION_SCOPE, SpanAttr, step_attributes
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
 from .clock import to_epoch_ns
@@ -64,9 +65,11 @@ class SpanBuilder:
         )
 
     def _stage(self, out: list, name: str, batch_attrs: dict, rows: list) -> None:
-        for trace_id, root_id, t0, t1, step, acc, prop in rows:
+        for trace_id, root_id, t0, t1, step, acc, prop, offset in rows:
             attrs = dict(batch_attrs)
             attrs.update(step_attributes(step, acc, prop))
+            if offset is not None:
+                attrs[SpanAttr.OUTPUT_OFFSET] = offset
             parent = SpanContext(trace_id, root_id, False, _SAMPLED)
             span_id = ids.random_id(64)
             out.append(self._span(name, trace_id, span_id, parent, t0, t1, attrs))

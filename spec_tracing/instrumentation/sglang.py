@@ -57,6 +57,10 @@ _TIMES = "_spec_tracing_times"  # (draft start, draft end, verify end) on the ba
 _sglang_traces_requests = False
 
 
+# SGLang's Req does not know the model it runs on; the provider is all there is to say.
+_GEN_AI = {SpanAttr.GEN_AI_PROVIDER: "sglang"}
+
+
 def _req_init(wrapped, instance, args, kwargs):
     global _sglang_traces_requests
     wrapped(*args, **kwargs)
@@ -68,7 +72,8 @@ def _req_init(wrapped, instance, args, kwargs):
             if _sglang_trace_ctx(instance) is not None:
                 _sglang_traces_requests = True
             carrier = _sglang_trace(instance)
-            setattr(instance, _STATS, ReqTimeStats(rid=instance.rid, carrier=carrier))
+            stats = ReqTimeStats(rid=instance.rid, carrier=carrier, attributes=_GEN_AI)
+            setattr(instance, _STATS, stats)
     except Exception:
         logger.debug("spec-tracing: request not traced", exc_info=True)
 

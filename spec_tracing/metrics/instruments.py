@@ -31,6 +31,12 @@ class MetricName:
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
     BATCH_SIZE = "spec_decode.batch_size"
+    REQUEST_ACCEPT_RATE = "spec_decode.request.accept_rate"
+    REQUEST_ACCEPT_LENGTH = "spec_decode.request.accept_length"
+    REQUEST_DRAFT_TIME_SHARE = "spec_decode.request.draft_time_share"
+    GEN_AI_DURATION = "gen_ai.server.request.duration"
+    GEN_AI_TTFT = "gen_ai.server.time_to_first_token"
+    GEN_AI_TPOT = "gen_ai.server.time_per_output_token"
     DROPPED_EVENTS = "spec_tracing.dropped_events"
     INVALID_EVENTS = "spec_tracing.invalid_events"
     EXPORT_DROPPED = "spec_tracing.export_dropped_spans"
@@ -103,6 +109,31 @@ class SpecMetrics:
         )
         self._widths: dict[str, tuple] = {}
         self._keys: dict = {}  # worker -> _SeriesKeys
+        # Per request, recorded when it ends (the recorder's thread), each with an exemplar
+        # that carries the request's trace and root span ids: from an outlier bucket to its
+        # trace. Bucket boundaries: fractions in tenths; GenAI's as its conventions advise.
+        tenths = [i / 10 for i in range(11)]
+        self._request = {
+            name: meter.create_histogram(name, unit, doc, explicit_bucket_boundaries_advisory=b)
+            for name, unit, doc, b in (
+                (MetricName.REQUEST_ACCEPT_RATE, "1",
+                 "Accept rate of each request (accepted / proposed drafts)", tenths),
+                (MetricName.REQUEST_ACCEPT_LENGTH, "{token}",
+                 "Accept length of each request (tokens per verify round, bonus included)",
+                 [1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 8, 10, 16]),
+                (MetricName.REQUEST_DRAFT_TIME_SHARE, "1",
+                 "Share of each request's draft + verify + draft_extend time spent drafting",
+                 tenths),
+                (MetricName.GEN_AI_DURATION, "s", "GenAI server request duration",
+                 [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                  40.96, 81.92]),
+                (MetricName.GEN_AI_TTFT, "s", "Time to generate the first token",
+                 [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5,
+                  5.0, 7.5, 10.0]),
+                (MetricName.GEN_AI_TPOT, "s", "Time per output token after the first",
+                 [0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5]),
+            )
+        }  # fmt: skip
         if stats_source is not None:
             for name, key, unit, doc in (
                 (MetricName.DROPPED_EVENTS, "dropped_events", "{event}",
@@ -178,6 +209,39 @@ class SpecMetrics:
             batch_attrs.get(SpanAttr.NUM_STEPS),
             batch_attrs.get(SpanAttr.NUM_DRAFT_TOKENS),
         )
+
+    def record_request(self, st, figures: dict, t0: float, t1: float, failed: bool) -> None:
+        """One request ended: its acceptance and GenAI timings, with exemplars on its trace
+        when it was traced (the SDK's trace-based exemplar filter skips the others)."""
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+        flags = TraceFlags(TraceFlags.SAMPLED if st.sampled else TraceFlags.DEFAULT)
+        context = trace.set_span_in_context(NonRecordingSpan(
+            SpanContext(st.trace_id, st.span_id, False, flags)
+        ))  # fmt: skip
+        attrs = st.attributes
+        record = self._request
+        for name, attr in (
+            (MetricName.REQUEST_ACCEPT_RATE, SpanAttr.ACCEPT_RATE),
+            (MetricName.REQUEST_ACCEPT_LENGTH, SpanAttr.ACCEPT_LENGTH),
+            (MetricName.REQUEST_DRAFT_TIME_SHARE, SpanAttr.DRAFT_TIME_SHARE),
+        ):
+            value = figures.get(attr)
+            if value is not None:
+                record[name].record(value, context=context)
+        gen_ai = {k: attrs[k] for k in (SpanAttr.GEN_AI_MODEL, SpanAttr.GEN_AI_PROVIDER)
+                  if k in attrs}  # fmt: skip
+        if failed:
+            gen_ai["error.type"] = "_OTHER"
+        record[MetricName.GEN_AI_DURATION].record(t1 - t0, gen_ai, context=context)
+        first = st.first_token_ts
+        if first is not None and t0 <= first <= t1:
+            record[MetricName.GEN_AI_TTFT].record(first - t0, gen_ai, context=context)
+            tokens = st.acceptance.next_offset  # output tokens so far
+            if tokens > 1:
+                per_token = (t1 - first) / (tokens - 1)
+                record[MetricName.GEN_AI_TPOT].record(per_token, gen_ai, context=context)
 
     def set_width(self, worker: str, num_steps, num_draft_tokens) -> None:
         """Update the width gauges for `worker` if they changed."""

@@ -83,7 +83,7 @@ def _otlp_metric_exporter(otel):
     if protocol.strip().lower() == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-        from ..export.sdk_private import bound_http_requests
+        from ..otlp_http import bound_http_requests
 
         return bound_http_requests(OTLPMetricExporter())
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

@@ -26,10 +26,38 @@ from .request_trace import ReqTimeStats
 logger = logging.getLogger(__name__)
 
 _VERIFY = RequestStage.SPEC_VERIFY.name
+_PREFILL = RequestStage.PREFILL.name
+# Stages whose time each request accumulates (ReqTimeStats.stage_s), for its draft time share.
+_TIMED = {RequestStage.SPEC_DRAFT.name: 0, _VERIFY: 1, RequestStage.SPEC_DRAFT_EXTEND.name: 2}
 
 
 class InvalidEvent(ValueError):
     pass
+
+
+def _figures(st: ReqTimeStats) -> dict:
+    """The request's acceptance and time figures, for its root and its histograms."""
+    summary = st.acceptance.as_dict()
+    out = {}
+    # Below level 2 verify is not recorded: the acceptance is unknown, not zero (a level-1
+    # trace said "0 rounds" for every request). SPEC_TRACING_STEP_SAMPLE_RATIO=0 gives
+    # roots with their acceptance and no step spans.
+    rounds = summary["verify_rounds"]
+    if rounds or hotpath.LEVEL >= RequestStage.SPEC_VERIFY.level:
+        out[SpanAttr.VERIFY_ROUNDS] = rounds
+        out[SpanAttr.TOTAL_ACCEPTED] = summary["accepted_drafts"]
+        out[SpanAttr.TOTAL_PROPOSED] = summary["proposed_drafts"]
+    if summary["accept_rate"] is not None:
+        out[SpanAttr.ACCEPT_RATE] = summary["accept_rate"]
+    if summary["accept_length"] is not None:
+        out[SpanAttr.ACCEPT_LENGTH] = summary["accept_length"]
+    draft, verify, extend = st.stage_s
+    if draft + verify + extend > 0:
+        out[SpanAttr.DRAFT_TIME_SHARE] = (draft + extend) / (draft + verify + extend)
+    if rounds:
+        tokens = st.acceptance.next_offset  # output tokens: the first one's, then the rounds'
+        out[SpanAttr.TOKENS_PER_STEP] = tokens / (tokens - summary["accepted_drafts"])
+    return out
 
 
 # Drafts a request can be offered or accept in one round. Far above any real width (EAGLE trees
@@ -144,6 +172,7 @@ class Materializer:
         self.deliver = deliver
         self.invalid = 0
         self.metrics = None  # SpecMetrics, when metrics are on
+        self.metric_errors = 0
         # The last batch resolved in this drain: (requests, then what _resolve returns). A
         # step's stages carry the same requests, so most events skip the per-request
         # resolution (~0.3 us a request).
@@ -160,12 +189,14 @@ class Materializer:
                 except Exception as exc:  # a malformed event must not cost the rest of the drain
                     self._invalid(1, exc)
         finally:
+            self._settle_times()
             self._last = None  # engine objects are held for one drain at most
         if out:
             self.deliver(out)
 
     def _resolve(self, reqs: tuple) -> tuple:
-        """(ReqTimeStats, their indices in reqs, requests without one, sampled handles)."""
+        """(ReqTimeStats, their indices in reqs, requests without one, sampled handles, the
+        batch's time in the spec stages not yet added to its requests)."""
         last = self._last
         if last is not None:
             try:
@@ -174,6 +205,7 @@ class Materializer:
                 same = False
             if same:
                 return last[1]
+            self._settle_times()
         stats, keep, missing = [], [], []
         for i, req in enumerate(reqs):
             # The usual cases inline (a call per request costs as much as the rest).
@@ -185,9 +217,25 @@ class Materializer:
             elif st is not _UNTRACED:
                 stats.append(st)
                 keep.append(i)
-        resolved = (stats, keep, missing, _handles(stats))
+        resolved = (stats, keep, missing, _handles(stats), [0.0, 0.0, 0.0, None, None, None])
         self._last = (reqs, resolved)
         return resolved
+
+    def _settle_times(self) -> None:
+        """Add the last batch's time in the spec stages to each of its requests: once per
+        batch rather than once per stage event (a step's stages share their requests)."""
+        last = self._last
+        if last is None:
+            return
+        stats, spent = last[1][0], last[1][4]
+        draft, verify, extend = spent[0], spent[1], spent[2]
+        if draft or verify or extend:
+            for st in stats:
+                times = st.stage_s
+                times[0] += draft
+                times[1] += verify
+                times[2] += extend
+            spent[0] = spent[1] = spent[2] = 0.0
 
     def _invalid(self, count: int, why: object) -> None:
         self.invalid += count
@@ -204,22 +252,37 @@ class Materializer:
             st = _time_stats(reqs[0])
             if st is None or st is _UNTRACED:
                 raise InvalidEvent(f"request {reqs[0]!r:.60} has no ReqTimeStats")
+            self._settle_times()  # it may be in the batch of the events just before
             self._finish(st, t0, attrs or {}, out)
             return
         t0 = _time(t0)
         if kind == SLICE:
             t1 = _time(t1)
         # Requests are checked one by one: one bad request costs its own span, not the batch's.
-        stats, keep, missing, handles = self._resolve(reqs)
+        stats, keep, missing, handles, spent = self._resolve(reqs)
         for req in missing:
             self._invalid(1, f"request {req!r:.60} has no ReqTimeStats (.time_stats)")
         if not stats:
             return
         name = stage.name
+        slot = _TIMED.get(name)
         if kind == START:
+            if slot is not None:
+                spent[3 + slot] = t0
             if handles:
                 out.append((START, name, t0, handles))
             return
+        if slot is not None:
+            if kind == SLICE:
+                spent[slot] += t1 - t0
+            elif spent[3 + slot] is not None:  # END of the batch's START (another batch's: lost)
+                spent[slot] += t0 - spent[3 + slot]
+                spent[3 + slot] = None
+        elif name == _PREFILL:
+            end = t1 if kind == SLICE else t0
+            for st in stats:
+                if st.first_token_ts is None:
+                    st.first_token_ts = end
         n = len(reqs)
         acc = _counts(accepted, n, "accepted counts")
         prop = _counts(proposed, n, "proposed counts")
@@ -242,24 +305,23 @@ class Materializer:
                 acc = [acc[j] for j in good]
                 prop = [prop[j] for j in good]
                 handles = _handles(stats)
-            add_rounds([st.acceptance for st in stats], acc, prop)
+            offsets = add_rounds([st.acceptance for st in stats], acc, prop)
             if self.metrics is not None and acc:  # every request counts, sampled or not
                 self.metrics.record_verify(acc, prop, batch_attrs)
         else:
-            acc = prop = None
+            acc = prop = offsets = None
         if not handles:
             return
         if len(handles) < len(stats) and acc is not None:
             sampled = [i for i, st in enumerate(stats) if st.sampled]
             acc, prop = [acc[i] for i in sampled], [prop[i] for i in sampled]
+            offsets = [offsets[i] for i in sampled]
         if kind == END:
-            out.append((END, name, t0, handles, acc, prop, batch_attrs))
+            out.append((END, name, t0, handles, acc, prop, batch_attrs, offsets))
         else:
-            out.append((SLICE, name, t0, t1, handles, acc, prop, batch_attrs))
+            out.append((SLICE, name, t0, t1, handles, acc, prop, batch_attrs, offsets))
 
     def _finish(self, st: ReqTimeStats, ts: Any, how: dict, out: list) -> None:
-        if not st.sampled:
-            return
         # A root is never dropped: bad times or attributes are replaced and counted.
         t0, ts = st.start_ts, ts
         try:
@@ -270,27 +332,22 @@ class Materializer:
         if not _is_time(ts):
             self._invalid(1, f"finish timestamp {ts!r:.40}")
             ts = max(t0, perf_counter())
-        summary = st.acceptance.as_dict()
-        attrs, bad = clean_attributes(st.attributes)
-        if bad:
-            self._invalid(bad, "request attribute values that OTLP cannot carry")
-        if st.rid is not None:
-            attrs[SpanAttr.REQUEST_ID] = str(st.rid)
-        attrs[SpanAttr.FINISH_REASON] = how.get("reason", "stop")
-        # Below level 2 verify is not recorded: the acceptance is unknown, not zero (a level-1
-        # trace said "0 rounds" for every request). SPEC_TRACING_STEP_SAMPLE_RATIO=0 gives
-        # roots with their acceptance and no step spans.
-        if summary["verify_rounds"] or hotpath.LEVEL >= RequestStage.SPEC_VERIFY.level:
-            attrs[SpanAttr.VERIFY_ROUNDS] = summary["verify_rounds"]
-            attrs[SpanAttr.TOTAL_ACCEPTED] = summary["accepted_drafts"]
-            attrs[SpanAttr.TOTAL_PROPOSED] = summary["proposed_drafts"]
-        for key, attr in (
-            ("accept_rate", SpanAttr.ACCEPT_RATE),
-            ("accept_length", SpanAttr.ACCEPT_LENGTH),
-        ):
-            if summary[key] is not None:
-                attrs[attr] = summary[key]
+        figures = _figures(st)
         error = how.get("error")
-        out.append(
-            (FINISH, st.handle, ts, (st.parent, t0, attrs, None if error is None else str(error)))
-        )
+        if st.sampled:
+            attrs, bad = clean_attributes(st.attributes)
+            if bad:
+                self._invalid(bad, "request attribute values that OTLP cannot carry")
+            if st.rid is not None:
+                attrs[SpanAttr.REQUEST_ID] = str(st.rid)
+            attrs[SpanAttr.FINISH_REASON] = how.get("reason", "stop")
+            attrs.update(figures)
+            out.append(
+                (FINISH, st.handle, ts,
+                 (st.parent, t0, attrs, None if error is None else str(error)))
+            )  # fmt: skip
+        if self.metrics is not None:  # every request counts, traced or not
+            try:
+                self.metrics.record_request(st, figures, t0, ts, error is not None)
+            except Exception:  # a metric is not worth the rest of the drain
+                self.metric_errors += 1

@@ -133,6 +133,10 @@ class ReqTimeStats:
         self.finished = False
         # Written by the recorder's thread only.
         self.acceptance = Acceptance()
+        # Seconds in spec_draft, spec_verify, spec_draft_extend; when the first token was out
+        # (the end of prefill).
+        self.stage_s = [0.0, 0.0, 0.0]
+        self.first_token_ts: float | None = None
         # Trace identity.
         self.trace_id = 0
         self.span_id = 0
@@ -180,7 +184,7 @@ class ReqTimeStats:
 
     def _ghost_state(self) -> dict:
         keep = ("rid", "start_ts", "attributes", "acceptance", "trace_id", "span_id", "handle",
-                "parent", "sampled", "last_times")  # fmt: skip
+                "parent", "sampled", "last_times", "stage_s", "first_token_ts")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def _disown(self) -> None:
@@ -261,7 +265,8 @@ class ReqTimeStats:
             return
         self.finished = True
         self._disown()
-        if self.sampled and hotpath.recording():
+        # Untraced (OTEL_TRACES_SAMPLER) requests end too: no root, but the per-request metrics.
+        if self.trace_id and hotpath.recording():
             ts = perf_counter() if ts is None else ts
             hotpath._push_finish((FINISH, RequestStage.REQUEST, ts, None, (self,), None, None, how))
 

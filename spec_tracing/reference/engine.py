@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 import torch
 
 from ..record.request_trace import ReqTimeStats
+from ..semconv import SpanAttr
 from .adaptive import AdaptiveController
 from .build import build_models
 from .tiny_lm import KVCache
 from .workers import WORKERS, VerifyOutput
+
+# The GenAI attributes of every request's root (the model is the tiny one build.py makes).
+GEN_AI = {SpanAttr.GEN_AI_MODEL: "spec-tracing-reference-tiny-lm",
+          SpanAttr.GEN_AI_PROVIDER: "spec-tracing-reference"}  # fmt: skip
 
 _rids = itertools.count()
 
@@ -95,7 +100,7 @@ class Engine:
     ) -> Request:
         self.check_request(prompt, max_new_tokens)
         req = Request(list(prompt), max_new_tokens, **({"rid": rid} if rid else {}))
-        req.time_stats = ReqTimeStats(rid=req.rid)
+        req.time_stats = ReqTimeStats(rid=req.rid, attributes=GEN_AI)
         self.waiting.append(req)
         return req
 

@@ -112,7 +112,7 @@ def add_records(summary: TraceSummary, records: list) -> None:
     for record in records:
         if record[0] == STAGE_RECORD:
             _, name, batch_attrs, rows = record
-            for _, _, t0, t1, _, acc, prop in rows:
+            for _, _, t0, t1, _, acc, prop, _ in rows:
                 attrs = dict(batch_attrs)
                 if acc is not None:
                     attrs[SpanAttr.ACCEPTED_TOKENS] = acc
@@ -124,8 +124,32 @@ def add_records(summary: TraceSummary, records: list) -> None:
             summary.add(RequestStage.REQUEST.name, int(t0 * 1e9), int(t1 * 1e9), record[6])
 
 
-def render_requests(roots) -> str:
-    """One line per request root span (OtlpSpans): duration, rounds, acceptance, outcome."""
+PROVENANCE_WIDTH = 96
+
+
+def provenance(rounds: list) -> str | None:
+    """A request's output tokens by origin, from its verify spans (OtlpSpans): `.` for tokens
+    before the first round (the prefill's), `a` for an accepted draft, `B` for a round's bonus
+    token, `|` between rounds; None without output offsets (a trace that has none)."""
+    rounds = sorted(
+        (s for s in rounds if SpanAttr.OUTPUT_OFFSET in s.attributes),
+        key=lambda s: s.attributes[SpanAttr.OUTPUT_OFFSET],
+    )
+    if not rounds:
+        return None
+    text = "." * int(rounds[0].attributes[SpanAttr.OUTPUT_OFFSET])
+    for span in rounds:
+        text += "|" + "a" * int(span.attributes.get(SpanAttr.ACCEPTED_TOKENS, 0)) + "B"
+    return text if len(text) <= PROVENANCE_WIDTH else text[: PROVENANCE_WIDTH - 1] + "…"
+
+
+def render_requests(roots, spans=()) -> str:
+    """One line per request root span (OtlpSpans): duration, rounds, acceptance, outcome; and
+    under it, when `spans` hold its verify spans with output offsets, its tokens' provenance."""
+    verify: dict = defaultdict(list)
+    for s in spans:
+        if s.name == RequestStage.SPEC_VERIFY.name:
+            verify[s.parent_span_id].append(s)
     lines = [
         f"{'request':<24}{'ms':>10}{'rounds':>8}{'accepted':>10}{'proposed':>10}"
         f"{'rate':>8}{'length':>8}  outcome"
@@ -142,4 +166,7 @@ def render_requests(roots) -> str:
             f"{'n/a' if rate is None else format(rate, '.3f'):>8}"
             f"{'n/a' if length is None else format(length, '.3f'):>8}  {outcome}"
         )
+        tokens = provenance(verify.get(root.span_id, ()))
+        if tokens is not None:
+            lines.append(f"  tokens  {tokens}")
     return "\n".join(lines)

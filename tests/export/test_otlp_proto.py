@@ -27,7 +27,7 @@ attr_values = (
 )
 attrs = st.dictionaries(st.sampled_from(["a", "spec_decode.num_steps", "x.y"]), attr_values)
 rows = st.tuples(st.integers(1, 2**128 - 1), ids64, times, times, st.integers(0, 5000), counts,
-                 counts)  # fmt: skip
+                 counts, st.none() | st.integers(0, 100_000))  # fmt: skip
 stage_records = st.tuples(
     st.just(STAGE_RECORD),
     st.sampled_from(["spec_draft", "spec_verify", "spec_draft_extend"]),
@@ -67,8 +67,9 @@ def test_hand_encoded_spans_decode_to_what_the_sdk_encoder_makes(records, seed):
 
 
 def test_verify_attributes_are_the_same_rule_on_both_paths():
-    record = (STAGE_RECORD, "spec_verify", {}, [(5, 7, 1.0, 2.0, 3, 2, 4)])
+    record = (STAGE_RECORD, "spec_verify", {}, [(5, 7, 1.0, 2.0, 3, 2, 4, 9)])
     span = SpanBuilder(Resource.get_empty(), "v").build([record])[0]
+    assert span.attributes[SpanAttr.OUTPUT_OFFSET] == 9
     assert span.attributes[SpanAttr.ACCEPTED_TOKENS] == 2
     assert span.attributes[SpanAttr.EMITTED_TOKENS] == 3  # the bonus token
     assert span.attributes[SpanAttr.PROPOSED_TOKENS] == 4
@@ -91,7 +92,7 @@ def test_exporters_built_here_take_pre_encoded_spans():
 
 def test_the_grpc_exporter_sends_encoded_bytes_as_they_are_and_sdk_spans_as_before():
     record = (STAGE_RECORD, "spec_verify", {"k": 1},
-              [(5, 7, 1.0, 2.0, 3, 2, 4), (6, 8, 1.0, 2.0, 0, 1, 4)])  # fmt: skip
+              [(5, 7, 1.0, 2.0, 3, 2, 4, None), (6, 8, 1.0, 2.0, 0, 1, 4, 1)])  # fmt: skip
     encoder = OtlpEncoder({"service.name": "svc"}, INSTRUMENTATION_SCOPE, "1")
     payload = encoder.request(encoder.spans([record]))
     assert sdk_private._request_bytes(payload) is payload  # not parsed and serialized again

@@ -107,7 +107,7 @@ def _root(trace_id: int, duration: float, rate=None, error=None) -> tuple:
 
 
 def _step(trace_id: int) -> tuple:
-    return (STAGE_RECORD, "spec_verify", {}, [(trace_id, 1, 0.0, 1.0, 0, 1, 3)])
+    return (STAGE_RECORD, "spec_verify", {}, [(trace_id, 1, 0.0, 1.0, 0, 1, 3, 1)])
 
 
 def _decide(sampler, trace_id, **root):

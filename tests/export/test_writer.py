@@ -35,7 +35,7 @@ HANDLES = [(2**100 + i, 2**60 + i) for i in range(256)]
 
 def _record(step: int, width: int = 64):
     t0, t1 = 1.0 * step, 1.0 * step + 0.5  # one start and end for the batch
-    rows = [(*HANDLES[i], t0, t1, step, i % 4, 3) for i in range(width)]
+    rows = [(*HANDLES[i], t0, t1, step, i % 4, 3, step * 2 + 1) for i in range(width)]
     return (STAGE_RECORD, "spec_verify", {"spec_decode.batch_size": width}, rows)
 
 

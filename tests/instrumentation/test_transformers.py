@@ -76,6 +76,13 @@ def test_assisted_generation_one_draft_and_verify_per_round(instrumented):
     assert proposed[0] == K and proposed[-1] <= K
     assert all(v.attributes[SpanAttr.NUM_STEPS] == K for v in verifies)  # constant schedule
 
+    # Each round's tokens start where the previous round's ended: the first round emits the
+    # first new token (assisted generation has no separate prefill step).
+    offsets = [v.attributes[SpanAttr.OUTPUT_OFFSET] for v in verifies]
+    assert offsets == [sum(a + 1 for a in accepted[:i]) for i in range(len(accepted))]
+    assert root.attributes[SpanAttr.GEN_AI_MODEL] == target.config.name_or_path
+    assert root.attributes[SpanAttr.GEN_AI_PROVIDER] == "transformers"
+
     summary = root.attributes
     assert summary[SpanAttr.VERIFY_ROUNDS] == len(verifies)
     assert summary[SpanAttr.TOTAL_ACCEPTED] == sum(accepted)

@@ -24,6 +24,7 @@ from vllm_runners import runner_env, v2_lacks  # noqa: E402
 
 from spec_tracing.report.otlp_json import read_spans  # noqa: E402
 from spec_tracing.semconv import SpanAttr  # noqa: E402
+from spec_tracing.testing.schema import schema_problems  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 APP = os.path.join(os.path.dirname(__file__), "vllm_app.py")
@@ -106,8 +107,17 @@ def test_spans_equal_vllms_own_per_step_counts_on_each_runner(
         assert [s.attributes[SpanAttr.STEP] for s in verify] == list(range(len(verify)))
         assert all(SpanAttr.TIMING not in s.attributes for s in verify)  # the worker timed them
         assert len(stages[rid]["spec_draft"]) >= len(verify) > 0
+        # Where each round's tokens sit in the output: after the prefill's token, each round
+        # after the last one's accepted drafts and bonus (vLLM cuts the last at max_tokens).
+        offsets = [s.attributes[SpanAttr.OUTPUT_OFFSET] for s in verify]
+        assert offsets == [1 + sum(a + 1 for a in oracle["accepted"][:i])
+                           for i in range(len(verify))]  # fmt: skip
+        assert offsets[-1] < len(oracle["token_ids"]) <= offsets[-1] + oracle["accepted"][-1] + 1
         total_rounds += len(verify)
     assert total_rounds == result["counters"]["vllm:spec_decode_num_drafts"]
+    # One schema across engines, and vLLM's model on every root.
+    assert schema_problems(spans) == []
+    assert {r.attributes[SpanAttr.GEN_AI_MODEL] for r in roots.values()} == {str(model_dir)}
     for s in spans:
         if s.name != "spec_request":
             root = roots[s.parent_span_id]

@@ -39,6 +39,7 @@ def tiny_models(seed: int = 0):
     # would stop after one token.
     draft.generation_config.assistant_confidence_threshold = 0.0
     draft.generation_config.num_assistant_tokens = K
+    target.config.name_or_path = "tiny-llama-target"  # as from_pretrained would set it
     return target, draft
 
 

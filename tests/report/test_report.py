@@ -48,6 +48,13 @@ def test_report_prints_per_request_lines(captured):
         assert int(fields[2]) == root.attributes[SpanAttr.VERIFY_ROUNDS]
         assert int(fields[3]) == root.attributes[SpanAttr.TOTAL_ACCEPTED]
         assert fields[-1] == "stop"
+        # Under it, its output tokens by origin: the prefill's, then per round the accepted
+        # drafts and the bonus token.
+        tokens = lines[lines.index(line) + 1].split()
+        assert tokens[0] == "tokens"
+        assert tokens[1].count("a") == root.attributes[SpanAttr.TOTAL_ACCEPTED]
+        assert tokens[1].count("B") == root.attributes[SpanAttr.VERIFY_ROUNDS]
+        assert tokens[1].startswith(".|")
 
 
 def test_jaeger_json_keeps_traces_parents_times_and_counts(captured, tmp_path):

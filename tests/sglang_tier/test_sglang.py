@@ -24,6 +24,7 @@ else:
 
 from spec_tracing.semconv import SpanAttr  # noqa: E402
 from spec_tracing.testing.otlp_receiver import OtlpReceiver  # noqa: E402
+from spec_tracing.testing.schema import schema_problems  # noqa: E402
 
 pytestmark = pytest.mark.sglang
 RUN = os.path.join(os.path.dirname(__file__), "run_engine.py")
@@ -243,6 +244,15 @@ def test_spans_reproduce_sglangs_own_accounting(model_dir, greedy_texts, mode, o
         assert sorted(s.attributes[SpanAttr.STEP] for s in verify) == list(range(len(verify)))
         assert root.attributes[SpanAttr.FINISH_REASON] == "length"
         assert root.attributes[SpanAttr.TOTAL_ACCEPTED] == meta["spec_num_correct_drafts"]
+        # Where each round's tokens sit in the output: after the prefill's token, each round
+        # after the last one's accepted drafts and bonus (SGLang cuts the last at max tokens).
+        rounds = sorted(verify, key=lambda s: s.attributes[SpanAttr.STEP])
+        offsets = [s.attributes[SpanAttr.OUTPUT_OFFSET] for s in rounds]
+        ordered = [s.attributes[SpanAttr.ACCEPTED_TOKENS] for s in rounds]
+        assert offsets == [1 + sum(a + 1 for a in ordered[:i]) for i in range(len(rounds))]
+        assert offsets[-1] < meta["completion_tokens"] <= offsets[-1] + ordered[-1] + 1
+    # One schema across engines.
+    assert schema_problems(spans) == []
 
 
 def test_instrumentor_wraps_and_restores_sglang_exactly():

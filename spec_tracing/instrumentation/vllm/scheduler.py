@@ -86,11 +86,24 @@ def _add_request(wrapped, instance, args, kwargs):
                 carrier = headers if headers and "traceparent" in headers else None
                 root_ids = announced_root(headers)
                 _requests[rid] = ReqTimeStats(
-                    rid=rid, carrier=None if root_ids else carrier, root_ids=root_ids
-                )
+                    rid=rid, carrier=None if root_ids else carrier, root_ids=root_ids,
+                    attributes=_gen_ai(instance),
+                )  # fmt: skip
     except Exception:
         logger.debug("spec-tracing: request not traced", exc_info=True)
     return result
+
+
+def _gen_ai(scheduler) -> dict:
+    """The GenAI attributes vLLM's scheduler knows: the model (as served) and the provider."""
+    attrs = {SpanAttr.GEN_AI_PROVIDER: "vllm"}
+    config = getattr(getattr(scheduler, "vllm_config", None), "model_config", None)
+    name = getattr(config, "served_model_name", None) or getattr(config, "model", None)
+    if isinstance(name, list | tuple):
+        name = name[0] if name else None
+    if isinstance(name, str) and name:
+        attrs[SpanAttr.GEN_AI_MODEL] = name
+    return attrs
 
 
 def _free_request(wrapped, instance, args, kwargs):

@@ -1,4 +1,4 @@
-"""An overall deadline for each OTLP/HTTP request.
+"""An overall deadline for each OTLP/HTTP request (spans: export/; metrics: metrics/).
 
 requests (urllib3 under it) applies its timeout to each socket read, so a collector that trickles
 its response a byte at a time holds the export thread for as long as it likes: with
@@ -78,6 +78,21 @@ class _Pool(HTTPConnectionPool):
 
 class _TlsPool(HTTPSConnectionPool):
     ConnectionCls = _TlsConnection
+
+
+def http_session(exporter: Any) -> Any:
+    """The requests.Session an SDK OTLP/HTTP exporter (spans or metrics) sends with, or None
+    (an SDK internal: export/sdk_private.py's missing() checks it is still there)."""
+    transport = getattr(getattr(exporter, "_client", None), "_transport", None)
+    return getattr(transport, "_session", None)
+
+
+def bound_http_requests(exporter: Any) -> Any:
+    """`exporter` with each of its HTTP requests bounded as a whole by its timeout."""
+    session = http_session(exporter)
+    if session is not None:
+        with_deadline(session)
+    return exporter
 
 
 def with_deadline(session: Any) -> Any:
