@@ -112,7 +112,9 @@ def test_spans_equal_vllms_own_per_step_counts_on_each_runner(
         offsets = [s.attributes[SpanAttr.OUTPUT_OFFSET] for s in verify]
         assert offsets == [1 + sum(a + 1 for a in oracle["accepted"][:i])
                            for i in range(len(verify))]  # fmt: skip
-        assert offsets[-1] < len(oracle["token_ids"]) <= offsets[-1] + oracle["accepted"][-1] + 1
+        assert offsets[-1] < len(oracle["token_ids"])
+        if method == "eagle":  # a draft every step: every token comes from a verify round
+            assert len(oracle["token_ids"]) <= offsets[-1] + oracle["accepted"][-1] + 1
         total_rounds += len(verify)
     assert total_rounds == result["counters"]["vllm:spec_decode_num_drafts"]
     # One schema across engines, and vLLM's model on every root.
