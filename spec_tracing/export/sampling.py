@@ -24,12 +24,12 @@ from ..wire import ROOT_RECORD, STAGE_RECORD
 STEPS_KEPT = "spec_tracing.steps_kept"
 KEEP_REASON = "spec_tracing.keep_reason"
 
-RULES = {  # name -> (takes an argument, what the argument is, keep_reason)
-    "error": (False, "", "error"),
-    "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)", "slow"),
-    "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)", "low_accept"),
-    "accept_rate<": (True, "a number (accept_rate<0.3)", "accept_rate"),
-    "duration>": (True, "milliseconds (duration>2000ms or duration>2000)", "duration"),
+RULES = {  # name -> (takes an argument, what the argument is)
+    "error": (False, ""),
+    "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)"),
+    "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)"),
+    "accept_rate<": (True, "a number (accept_rate<0.3)"),
+    "duration>": (True, "milliseconds (duration>2000ms or duration>2000)"),
 }
 ALLOWED = "comma-separated rules: error, slowest:F, lowest_accept:F, accept_rate<X, duration>Nms"
 

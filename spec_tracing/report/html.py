@@ -27,7 +27,7 @@ from importlib import resources
 
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from .otlp_json import OtlpSpan
+from .otlp_json import OtlpSpan, by_root
 
 ROOT = RequestStage.REQUEST.name
 MAX_REQUESTS = 500
@@ -91,19 +91,8 @@ def _runs(roots: list[OtlpSpan]) -> list[int]:
 
 
 def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
-    roots = sorted((s for s in spans if s.name == ROOT), key=lambda s: s.start_ns)
+    roots, children, orphans = by_root(spans, ROOT)
     shown = roots[:MAX_REQUESTS]
-    children: dict[str, list[OtlpSpan]] = defaultdict(list)
-    wanted = {r.span_id for r in shown}
-    all_roots = {r.span_id for r in roots}
-    orphans: dict[str, list[OtlpSpan]] = defaultdict(list)
-    for s in spans:
-        if s.name == ROOT:
-            continue
-        if s.parent_span_id in wanted:
-            children[s.parent_span_id].append(s)
-        elif s.parent_span_id not in all_roots:
-            orphans[s.trace_id].append(s)
     firsts = [r.start_ns for r in shown] + [min(c.start_ns for c in g) for g in orphans.values()]
     t0 = min(firsts, default=0)
     names, keys, attrsets = _Interner(), _Interner(), _Interner()

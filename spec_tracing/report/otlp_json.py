@@ -149,3 +149,20 @@ def read_spans(path: str) -> list[OtlpSpan]:
             raise TraceFileError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
         spans.extend(_spans_of(doc, where))
     return spans
+
+
+def by_root(spans: list[OtlpSpan], root_name: str = "spec_request") -> tuple:
+    """(roots by start, their children by root span id, the other spans by trace id): how the
+    views group a file's spans into requests, spans whose root is not in the file apart."""
+    roots = sorted((s for s in spans if s.name == root_name), key=lambda s: s.start_ns)
+    root_ids = {r.span_id for r in roots}
+    children: dict[str, list[OtlpSpan]] = {}
+    orphans: dict[str, list[OtlpSpan]] = {}
+    for s in spans:
+        if s.name == root_name:
+            continue
+        if s.parent_span_id in root_ids:
+            children.setdefault(s.parent_span_id, []).append(s)
+        else:
+            orphans.setdefault(s.trace_id, []).append(s)
+    return roots, children, orphans

@@ -21,7 +21,7 @@ from collections import defaultdict
 
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from .otlp_json import OtlpSpan
+from .otlp_json import OtlpSpan, by_root
 
 ROOT = RequestStage.REQUEST.name
 REQUESTS_PID, ENGINE_PID = 1, 2
@@ -131,21 +131,11 @@ def _counters(spans: list[OtlpSpan], t0: int) -> list[dict]:
 def to_trace_events(spans: list[OtlpSpan]) -> dict:
     """The Chrome trace-event JSON object for `spans` (every span one complete event)."""
     t0 = min((s.start_ns for s in spans), default=0)
-    roots = sorted((s for s in spans if s.name == ROOT), key=lambda s: s.start_ns)
-    root_ids = {r.span_id for r in roots}
-    stages: dict[str, list[OtlpSpan]] = defaultdict(list)
-    orphans: dict[str, list[OtlpSpan]] = defaultdict(list)
-    for s in spans:
-        if s.name == ROOT:
-            continue
-        if s.parent_span_id in root_ids:
-            stages[s.parent_span_id].append(s)
-        else:
-            orphans[s.trace_id].append(s)
+    roots, stages, orphans = by_root(spans, ROOT)
     tracks = _Tracks(t0)
     for sort, root in enumerate(roots):
         name = str(root.attributes.get(SpanAttr.REQUEST_ID, root.span_id))
-        tracks.request(name, sort, root, stages[root.span_id])
+        tracks.request(name, sort, root, stages.get(root.span_id, []))
     for sort, (trace_id, lost) in enumerate(sorted(orphans.items()), start=len(roots)):
         tracks.request(f"trace {trace_id[:8]} (root not in file)", sort, None, lost)
     meta = [
