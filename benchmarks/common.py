@@ -54,7 +54,7 @@ def exporters_cpu_s() -> float:
     for pid in _pids():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"spec_tracing.export" in f.read():
+                if b"spec_tracing.pipeline" in f.read():
                     total += cpu_s(pid)
         except OSError:  # gone meanwhile
             continue

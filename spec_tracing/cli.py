@@ -7,6 +7,7 @@ import math
 import os
 import sys
 
+from . import ledger
 from .settings import ConfigError, Settings
 
 
@@ -101,10 +102,7 @@ def _demo(args: argparse.Namespace) -> int:
             f"  ({stats.generated_tokens} tokens in {stats.elapsed_s:.1f} s)"
         )
     print(f"trace             {_where(settings)}")
-    sampling = ("sampled_out_spans", "steps_kept_requests", "steps_dropped_requests",
-                "step_sampling_early_decisions")  # fmt: skip
-    lost = {k: v for k, v in counts.items()
-            if v and k not in ("spans", "unmatched_ends", *sampling)}  # fmt: skip
+    lost = ledger.not_exported(counts)
     verb = {"none": "discarded", "console": "printed"}.get(settings.exporter, "exported")
     print(f"spans {verb:<11} {counts['spans']:,}" + (f"  (not exported: {lost})" if lost else ""))
     if settings.step_sample_ratio < 1:

@@ -13,10 +13,18 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from .export.assembler import SpanAssembler
-from .export.outputs import InProcessOutput, ProcessOutput, ThreadOutput, build_output
+from . import ledger
 from .metrics.instruments import SpecMetrics
-from .metrics.readers import PROMETHEUS_CLASHES, Meters, build_meters
+from .metrics.readers import PROMETHEUS_CLASHES, Meters, build_meters, check_prometheus_host
+from .pipeline.build import Pipeline
+from .pipeline.outputs import (
+    InProcessOutput,
+    ProcessOutput,
+    ThreadOutput,
+    build_output,
+    runs_in_exporter_process,
+)
+from .pipeline.signals import Signals
 from .record import hotpath
 from .record.compactor import Materializer
 from .record.recorder import Recorder
@@ -72,25 +80,53 @@ def enable(
         if _active is not None:
             # Reconfigure: requests in flight stay open and end through the new setup.
             _shutdown_locked(settings.shutdown_timeout_ms, end_open=False)
-        output = build_output(settings, tracer_provider, span_exporter, __version__, export_like)
-        own_exporter = (
-            tracer_provider is None
-            and span_exporter is None
-            and export_like is None  # the engine has its own metrics
-            and isinstance(output, (ProcessOutput, ThreadOutput))
-        )
         PROMETHEUS_CLASHES[0] = 0  # stats() counts from this enable()
-        try:
+        in_exporter = export_like is not None or runs_in_exporter_process(
+            settings, tracer_provider, span_exporter
+        )
+        # The metric instruments live where the pipeline runs, the exporter process when that
+        # is where spans go, unless their readers are this process's objects (given to
+        # enable(), or the application's MeterProvider): then they are recorded here.
+        remote = (
+            in_exporter and settings.metrics and not metric_readers
+            and not _application_meter_provider()
+        )  # fmt: skip
+        remote_metrics = None
+        if remote:
+            check_prometheus_host(settings)  # a ConfigError here, not a warning over there
+            # OTLP metrics next to OTLP spans, unless an engine's own exporter is mirrored
+            # (the engine has its own metrics).
+            remote_metrics = {"otlp": export_like is None and settings.exporter == "otlp"}
+            meters = Meters()
+        else:
+            own_exporter = (
+                tracer_provider is None
+                and span_exporter is None
+                and export_like is None  # the engine has its own metrics
+                and (in_exporter or settings.exporter != "none")
+            )
             meters = build_meters(
                 settings, metric_readers, own_exporter and settings.exporter == "otlp"
             )
+        spec_metrics = None
+        if meters.provider is not None:
+            spec_metrics = SpecMetrics.for_provider(meters.provider, stats)
+        try:
+            output = build_output(
+                settings, tracer_provider, span_exporter, __version__, export_like,
+                metrics=spec_metrics, remote_metrics=remote_metrics,
+            )  # fmt: skip
         except BaseException:
-            output.shutdown(0.0)
+            meters.shutdown(0)
             raise
         hotpath.invalid = hotpath.dropped = hotpath.dropped_finishes = 0  # stats() from here
-        materializer = Materializer(output.deliver)
-        if meters.provider is not None:
-            materializer.metrics = SpecMetrics.for_provider(meters.provider, stats)
+        deliver = output.deliver
+        if isinstance(output, ProcessOutput) and spec_metrics is not None:
+            # Spans are assembled in the exporter process, metrics recorded here.
+            deliver = _observing(Signals(spec_metrics), output.deliver)
+        materializer = Materializer(deliver, metrics=remote or spec_metrics is not None)
+        if isinstance(output, ProcessOutput):
+            output.engine_counts_source = lambda: _engine_counts(materializer)
         hotpath.SINK = output.sink
         recorder = Recorder(
             materializer, settings.queue_size, settings.level, settings.drain_interval_ms / 1000
@@ -98,6 +134,31 @@ def enable(
         _active = _Active(settings, output, materializer, recorder, meters)
     _register_worker_exit()
     return settings
+
+
+def _application_meter_provider() -> bool:
+    from opentelemetry import metrics as metrics_api
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    return isinstance(metrics_api.get_meter_provider(), MeterProvider)
+
+
+def _observing(signals: Signals, deliver):
+    def both(events: list) -> None:
+        signals.observe(events)
+        deliver(events)
+
+    both.signals = signals
+    return both
+
+
+def _engine_counts(materializer: Materializer) -> dict:
+    """This process's own counts, for the exporter process's metric counters."""
+    return {
+        "dropped_events": hotpath.dropped,
+        "dropped_finishes": hotpath.dropped_finishes,
+        "invalid_events": hotpath.invalid + materializer.invalid,
+    }
 
 
 def _timeout_s(timeout_ms: int | None) -> float:
@@ -277,10 +338,11 @@ def add_record_listener(listener) -> None:
     recorder's thread; how `spec-tracing demo` summarizes a run whatever the exporter."""
     if _active is not None:
         deliver = _active.materializer.deliver
-        assembler = SpanAssembler()
+        pipeline = Pipeline()  # spans only: the metrics are recorded once, by the output's
+        _active.materializer.metrics = True  # the listener's roots need every request's end
 
         def both(events, _deliver=deliver):
-            listener(assembler.feed(events))
+            listener(pipeline.feed(events))
             _deliver(events)
 
         _active.materializer.deliver = both
@@ -306,36 +368,30 @@ def stats() -> dict[str, int]:
 
 
 def _stats_of(active: _Active | None) -> dict[str, int]:
-    """Counters of the plugin itself: spans exported, events dropped (hot-path buffer full, or
-    still buffered when shutdown ran out of time), invalid events (bad input), unmatched stage
-    ends, consumer errors and, with the exporter process, spans it dropped (its buffer full) or
-    failed to export (as of the last flush)."""
-    out = {
-        "prometheus_endpoints_not_served": PROMETHEUS_CLASHES[0],
-        "dropped_events": hotpath.dropped,
-        "dropped_finishes": hotpath.dropped_finishes,
-        "spans": 0,
-        "invalid_events": hotpath.invalid,
-        "unmatched_ends": 0,
-        "limited_attributes": 0,
-        "consumer_errors": 0,
-        "export_dropped_spans": 0,
-        "export_failed_spans": 0,
-        "export_rejected_spans": 0,
-        "export_lost_spans": 0,
-        "sampled_out_spans": 0,
-        "steps_kept_requests": 0,
-        "steps_dropped_requests": 0,
-        "step_sampling_early_decisions": 0,
-    }
+    """Counters of the plugin itself, as ledger.py declares them (with the exporter process,
+    its counts as of its last report)."""
+    out = ledger.zeros()
+    out.update(
+        prometheus_endpoints_not_served=PROMETHEUS_CLASHES[0],
+        dropped_events=hotpath.dropped,
+        dropped_finishes=hotpath.dropped_finishes,
+        invalid_events=hotpath.invalid,
+    )
     if active is not None:
         out.update(
             spans=active.output.spans,
             invalid_events=hotpath.invalid + active.materializer.invalid,
             dropped_events=hotpath.dropped + active.recorder.undrained,
-            consumer_errors=active.recorder.consumer_errors + active.materializer.metric_errors,
+            consumer_errors=active.recorder.consumer_errors,
         )
-        out.update(active.output.export_counts)
+        counts = active.output.export_counts
+        out.update(counts)
+        out["prometheus_endpoints_not_served"] = PROMETHEUS_CLASHES[0] + counts.get(
+            "prometheus_endpoints_not_served", 0
+        )
+        signals = getattr(active.materializer.deliver, "signals", None)
+        if signals is not None:
+            out["metric_errors"] += signals.metric_errors
     for source in _stats_sources:
         try:
             out.update(source())

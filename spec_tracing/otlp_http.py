@@ -7,20 +7,51 @@ each attempt the time left before its deadline; `with_deadline` makes that the a
 time, response body included: when it is spent, the socket the attempt uses is shut down, the
 SDK sees a connection error, its deadline has passed, and the spans are counted failed.
 
+The answer itself is untrusted input: at most MAX_RESPONSE_BYTES of it are read (raw, then
+inflated to at most as many), which is far more than an OTLP partial_success needs, so a gzip
+bomb or an endless body costs this process nothing; and a 3xx is a failed export (the SDK would
+take any status below 400 as success, and does not follow redirects), said once in a warning.
 What is not cut: a TLS handshake that trickles (the socket is known to the connection only once
 the handshake is done) and requests through an HTTP proxy; both keep per-read timeouts.
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import zlib
 from typing import Any
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _local = threading.local()
+logger = logging.getLogger(__name__)
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class RedirectRefused(ConnectionError):
+    """A collector answered 3xx: the export did not reach a receiver."""
+
+
+def _bounded_body(response: Any) -> None:
+    """Read at most MAX_RESPONSE_BYTES of a streamed response (inflated to at most as many)
+    into response._content, and release the connection."""
+    try:
+        raw = response.raw.read(MAX_RESPONSE_BYTES + 1, decode_content=False) or b""
+    finally:
+        response.close()  # what was not read is never read: the connection is not reused
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if raw and encoding in ("gzip", "x-gzip", "deflate"):
+        try:  # 47: a gzip or zlib header, whichever it is; max_length caps what one call makes
+            raw = zlib.decompressobj(47).decompress(raw, MAX_RESPONSE_BYTES)
+        except zlib.error:
+            raw = b""
+    elif encoding not in ("", "identity"):
+        raw = b""  # an encoding this reader does not inflate: no partial_success read
+    response._content = raw[:MAX_RESPONSE_BYTES] if len(raw) <= MAX_RESPONSE_BYTES else b""
+    response._content_consumed = True
 
 
 class _Attempt:
@@ -113,7 +144,13 @@ def with_deadline(session: Any) -> Any:
         timer.daemon = True
         timer.start()
         try:
-            return send(request, **kwargs)  # reads the body too, unless stream=True
+            response = send(request, **{**kwargs, "stream": True})
+            _bounded_body(response)  # inside the deadline
+            if 300 <= response.status_code < 400:
+                _refuse_redirect(session, response)
+            return response
+        except RedirectRefused:
+            raise
         except Exception as exc:
             if attempt.cut_off:
                 raise TimeoutError(f"no complete response within {timeout:.3g} s") from exc
@@ -125,3 +162,15 @@ def with_deadline(session: Any) -> Any:
 
     session.send = send_by_deadline
     return session
+
+
+def _refuse_redirect(session: Any, response: Any) -> None:
+    where = response.headers.get("Location", "no Location")
+    why = (
+        f"the collector answered {response.status_code} (to {where}); OTLP exports are not "
+        "redirected: set the endpoint to the address that takes them"
+    )
+    if not getattr(session, "_spec_tracing_warned_redirect", False):
+        session._spec_tracing_warned_redirect = True
+        logger.warning("spec-tracing: export failed: %s", why)
+    raise RedirectRefused(why)

@@ -8,6 +8,7 @@ surfacing later inside the engine. Header values are never echoed (they carry cr
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -169,7 +170,7 @@ SPEC_VARS: tuple[Var, ...] = (
         "export_process",
         True,
         parse_bool,
-        "Build and export spans in a separate process (`python -m spec_tracing.export`) "
+        "Build and export spans in a separate process (`python -m spec_tracing.pipeline`) "
         "so span creation and OTLP encoding never take the engine's interpreter lock. Applies "
         "when spec-tracing builds the exporter itself; false: a thread of the engine's process.",
     ),
@@ -200,6 +201,16 @@ SPEC_VARS: tuple[Var, ...] = (
         "when it ends: error (aborted or failed), slowest:F (the slowest fraction F), "
         "lowest_accept:F (the lowest fraction F by accept rate), accept_rate<X, duration>Nms; "
         "comma-separated, `none` for no rule.",
+    ),
+    Var(
+        "SPEC_TRACING_MAX_OPEN_REQUESTS",
+        "max_open_requests",
+        100000,
+        _int_in(1, None),
+        "Requests started and not yet ended whose step state is held where spans are assembled "
+        "(~600 bytes each: ~60 MB at the default). Past it the oldest is forgotten, counted in "
+        "stats()['evicted_requests']: its later steps count as unmatched ends, its root is "
+        "still made.",
     ),
     Var(
         "SPEC_TRACING_EXPORT_NICE",
@@ -368,9 +379,57 @@ def _positive_number(name: str, raw: str) -> float:
     return value
 
 
-def _keep_rules(name: str, raw: str) -> str:
-    from .export.sampling import parse_rules
+# Step keep rules (SPEC_TRACING_STEP_KEEP), checked here and applied by export/sampling.py.
+QUANTILE_WINDOW = 2000  # requests a quantile rule (slowest:F, lowest_accept:F) is judged against
+RULES = {  # name -> (takes an argument, what the argument is)
+    "error": (False, ""),
+    "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)"),
+    "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)"),
+    "accept_rate<": (True, "a number (accept_rate<0.3)"),
+    "duration>": (True, "milliseconds (duration>2000ms or duration>2000)"),
+}
+ALLOWED = "comma-separated rules: error, slowest:F, lowest_accept:F, accept_rate<X, duration>Nms"
 
+
+def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
+    """SPEC_TRACING_STEP_KEEP -> ((rule, argument), ...); a ConfigError naming the bad rule."""
+    rules = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item or item == "none":
+            continue
+        rule, arg = item, None
+        for key in ("slowest:", "lowest_accept:", "accept_rate<", "duration>"):
+            if item.startswith(key):
+                rule, text = key.rstrip(":"), item[len(key) :].strip()
+                if rule == "duration>" and text.endswith("ms"):
+                    text = text[:-2]
+                try:
+                    arg = float(text)
+                except ValueError:
+                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}") from None
+                if not math.isfinite(arg) or (
+                    rule in ("slowest", "lowest_accept") and not 0 <= arg <= 1
+                ):
+                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
+                if rule in ("slowest", "lowest_accept") and 0 < arg < 1 / QUANTILE_WINDOW:
+                    # judged against the last QUANTILE_WINDOW requests: a smaller fraction
+                    # is less than one request of the window and could never keep one
+                    raise ConfigError(
+                        name,
+                        raw,
+                        f"{rule}: 0, or a fraction of at least "
+                        f"1/{QUANTILE_WINDOW} ({1 / QUANTILE_WINDOW:g})",
+                    )
+                break
+        if rule not in RULES:
+            raise ConfigError(name, raw, f"{ALLOWED} (unknown rule {item!r})")
+        if RULES[rule][0] and arg is None:
+            raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
+        rules.append((rule, arg))
+    return tuple(rules)
+
+
+def _keep_rules(name: str, raw: str) -> str:
     parse_rules(name, raw)  # checked here; the sampler parses it again where it runs
     return raw.strip()
 
@@ -448,6 +507,7 @@ class Settings:
     export_process: bool = True
     export_queue_spans: int = 262144
     export_nice: int = 10
+    max_open_requests: int = 100000
     step_sample_ratio: float = 1.0
     step_keep: str = "error"
     metrics: bool = True

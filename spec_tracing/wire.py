@@ -24,6 +24,7 @@ START = 0  # stage began at t0 for reqs
 END = 1  # stage ended at t0 for reqs (paired with the request's last START of that stage)
 SLICE = 2  # stage ran t0..t1 for reqs
 FINISH = 3  # request reqs[0] finished at t0; attrs may hold {"reason":..., "error":...}
+ROUNDS = 4  # compact only: one verify batch's counts for every traced request (the metrics')
 
 # Span record kinds (the first field of a span record).
 STAGE_RECORD = 0
@@ -39,8 +40,18 @@ EngineEvent: TypeAlias = tuple[int, Any, float, float | None, tuple, Any, Any, d
 # (END, name, t, handles, accepted | None, proposed | None, batch_attrs, offsets | None)
 # (SLICE, name, t0, t1, handles, accepted | None, proposed | None, batch_attrs, offsets | None)
 #   offsets: per request, where in its output the verify round's first token is
-# (FINISH, handle, t, (parent, t0, attrs, error | None))
+# (FINISH, handle, t, (parent, t0, attrs, error | None), facts)
+#   every traced request, sampled or not (the metrics count them all); only a sampled one
+#   becomes a root span (attrs then hold its attributes, else only its gen_ai.* ones)
+# (ROUNDS, accepted, proposed, batch_attrs)
+#   every traced request of a verify batch: the metrics' input (pipeline/signals.py)
 CompactEvent: TypeAlias = tuple
+
+# What a request's end carries for its figures (computed where spans are assembled):
+# (sampled, (rounds, accepted, proposed, rate_accepted, next_offset),
+#  (draft_s, verify_s, extend_s), first_token_ts | None, verify_recorded)
+Facts: TypeAlias = tuple[bool, tuple[int, int, int, int, int], tuple[float, float, float],
+                         float | None, bool]  # fmt: skip
 
 # A row of a stage record:
 # (trace_id, root_id, t0, t1, step, accepted | None, proposed | None, output_offset | None)
@@ -55,3 +66,20 @@ SpanRecord: TypeAlias = StageRecord | RootRecord
 def record_span_count(record: SpanRecord) -> int:
     """How many spans a span record stands for."""
     return len(record[3]) if record[0] == STAGE_RECORD else 1
+
+
+# Messages between the engine's process and the exporter process (export/process.py ->
+# pipeline/serve.py and back), besides lists of compact events:
+#   (SETTINGS, settings, version, resource_attributes, metrics: {"otlp": bool} | None)
+#   (ENGINE_COUNTS, {name: int})       the engine's process's part of the ledger
+#   (FLUSH, timeout_ms, request_id)    answered (FLUSHED, counts, ok, request_id)
+#   (STOP, timeout_ms, request_id)     answered (STOPPED, counts, ok, request_id)
+# and, unasked, (COUNTS, counts, None, None) when losses grow. A reply names the request it
+# answers: a flush that timed out and whose reply comes late never answers the next flush.
+SETTINGS = "settings"
+ENGINE_COUNTS = "engine_counts"
+FLUSH = "flush"
+FLUSHED = "flushed"
+STOP = "stop"
+STOPPED = "stopped"
+COUNTS = "counts"

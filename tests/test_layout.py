@@ -40,6 +40,7 @@ def _imports(path: Path) -> set[str]:
         ("export", ("record", "metrics", "report", "lifecycle", "testing")),
         ("report", ("record", "export", "metrics", "lifecycle", "testing")),
         ("metrics", ("record", "export", "report", "lifecycle", "testing")),
+        ("pipeline", ("record", "report", "lifecycle", "testing")),
     ],
 )
 def test_folder_imports_only_what_its_side_may(folder, forbidden):
@@ -63,8 +64,11 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_the_exporter_process_loads_nothing_of_the_engine_side():
-    loaded = _loaded_after("import spec_tracing.export.child, spec_tracing.export.exporters")
-    assert "spec_tracing.export.child" in loaded
+    loaded = _loaded_after(
+        "import spec_tracing.pipeline.serve, spec_tracing.export.exporters, "
+        "spec_tracing.metrics.readers, spec_tracing.metrics.instruments"
+    )
+    assert "spec_tracing.pipeline.serve" in loaded
     assert not {m for m in loaded if m.startswith(("spec_tracing.record", "torch", "wrapt"))}
 
 

@@ -4,7 +4,8 @@ recorder's thread when spans go to an in-process provider).
 Per-request bookkeeping that only spans need lives here, keyed by the request's handle
 (trace id, root span id): stage starts waiting for their end, and step counters. Nothing here
 touches the engine's objects, so it runs in another process as well as in this one. Requests
-that never finish are forgotten oldest-first past MAX_OPEN_REQUESTS, so state stays bounded.
+that never finish are forgotten oldest-first past `max_open` (SPEC_TRACING_MAX_OPEN_REQUESTS),
+counted in `evicted`, so state stays bounded.
 
 Compact events (record/compactor.py makes them; typed in wire.py):
     (START, name, t, handles)
@@ -21,19 +22,19 @@ from ..wire import END, FINISH, ROOT_RECORD, SLICE, STAGE_RECORD, START
 from .limits import AttributeLimits
 from .sampling import StepSampler
 
-MAX_OPEN_REQUESTS = 1_000_000
+MAX_OPEN_REQUESTS = 100_000
 
 
 class SpanAssembler:
     def __init__(
-        self, max_open: int = MAX_OPEN_REQUESTS, limits: AttributeLimits | None = None,
+        self, max_open: int | None = MAX_OPEN_REQUESTS, limits: AttributeLimits | None = None,
         sampler: StepSampler | None = None,
     ):  # fmt: skip
         self.sampler = sampler  # step-detail sampling (sampling.py), None: keep every step
         # handle -> [open starts by stage name, steps by stage name]
         self._state: OrderedDict = OrderedDict()
         self.limits = limits or AttributeLimits()
-        self.max_open = max_open
+        self.max_open = MAX_OPEN_REQUESTS if max_open is None else max_open
         self.unmatched = 0
         self.evicted = 0
 
@@ -88,7 +89,11 @@ class SpanAssembler:
 
     def counts(self) -> dict:
         """What stats() reports from here: unmatched ends, limited attributes, sampling."""
-        out = {"unmatched_ends": self.unmatched, "limited_attributes": self.limits.limited}
+        out = {
+            "unmatched_ends": self.unmatched,
+            "limited_attributes": self.limits.limited,
+            "evicted_requests": self.evicted,
+        }
         if self.sampler is not None:
             out.update(self.sampler.counts())
         return out

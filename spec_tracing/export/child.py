@@ -1,16 +1,14 @@
-"""The exporter process's half: a bounded buffer of span records, export threads, and the
-loop that reads compact events from the engine's process (`serve`). Runs as
-`python -m spec_tracing.export`; imports nothing from the engine side (record/)."""
+"""The bounded buffer of span records and its export threads (Writer), used by the exporter
+process (pipeline/serve.py) and by in-thread export; imports nothing from the engine side
+(record/)."""
 
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import threading
 import time
 from collections import deque
-from multiprocessing.connection import Connection
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
@@ -206,8 +204,9 @@ class Writer:
 
     @property
     def rejected(self) -> int:
-        """Spans the collector rejected through partial_success (inside `exported` so far)."""
-        return getattr(self.exporter, "rejected_spans", 0)
+        """Spans the collector rejected through partial_success (inside `exported` so far). A
+        collector's count is untrusted: never more than were sent to it."""
+        return min(getattr(self.exporter, "rejected_spans", 0), self.exported)
 
     @property
     def accepted(self) -> int:
@@ -267,70 +266,3 @@ def make_writer(
 
     builder = SpanBuilder(resource, version)
     return Writer(exporter, encode, builder.build, settings.export_queue_spans, on_loss)
-
-
-def serve(conn_in: Connection, conn_out: Connection) -> None:
-    """The exporter process's main loop: records in, exports out, replies to flush/stop."""
-    from .assembler import SpanAssembler
-    from .limits import AttributeLimits
-    from .sampling import StepSampler
-
-    _, settings, version, resource_attributes = conn_in.recv()
-    if settings.export_nice:
-        os.nice(settings.export_nice)
-    # The SDK's OTLP exporters log every retry and every failed batch; while a collector is down
-    # that is a line per batch for as long as the outage lasts. The Writer warns once per outage
-    # and counts what was lost instead.
-    logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
-    send_lock = threading.Lock()
-    last_update = [0.0]
-    assembler = SpanAssembler(
-        limits=AttributeLimits.from_otel(settings.otel), sampler=StepSampler.from_settings(settings)
-    )
-
-    def counts() -> dict:
-        return {**writer.counts(), **assembler.counts()}
-
-    def reply(message) -> bool:
-        """False when the engine's process stopped listening (it gave up waiting, or exited)."""
-        try:
-            with send_lock:
-                conn_out.send(message)
-            return True
-        except OSError:
-            return False
-
-    def on_loss() -> None:
-        # Losses reach the engine's process (stats(), metrics) within a second, unasked.
-        now = time.monotonic()
-        if now - last_update[0] >= 1.0:
-            last_update[0] = now
-            reply(("counts", counts()))
-
-    writer = make_writer(settings, version, on_loss, resource_attributes=resource_attributes)
-    try:
-        while True:
-            try:
-                message = conn_in.recv()
-            except EOFError:  # the engine's process is gone: export what is left, then exit
-                assembler.stop()
-                writer.stop(settings.shutdown_timeout_ms / 1000)
-                break
-            if isinstance(message, list):
-                writer.put(assembler.feed(message))
-            elif message[0] == "flush":
-                ok = writer.flush(message[1] / 1000)
-                if not reply(("flushed", counts(), ok)):
-                    writer.stop(settings.shutdown_timeout_ms / 1000)
-                    break
-            elif message[0] == "stop":
-                # The engine's process stops waiting after its timeout; if this took longer,
-                # the reply has nowhere to go, and that is no error.
-                budget = message[1] / 1000
-                assembler.stop()
-                writer.stop(budget - min(0.25, budget / 5))  # time left to reply
-                reply(("stopped", counts(), not writer.queue))
-                break
-    finally:
-        if writer.exporter is not None:
-            writer.exporter.shutdown()

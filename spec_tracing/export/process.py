@@ -4,7 +4,8 @@ Creating SDK spans and encoding OTLP costs ~25-30 us per span; done on a thread 
 process it steals the engine's interpreter lock. So when spec-tracing builds the exporter itself
 (SPEC_TRACING_EXPORT_PROCESS, on by default), the recorder's thread only turns events into
 compact events and pickles each drained batch; a sender thread writes it down a pipe to this
-process (`python -m spec_tracing.export`, child.py), which builds, encodes and exports the spans.
+process (`python -m spec_tracing.pipeline`, pipeline/serve.py), which computes the per-request
+signals and metrics, builds, encodes and exports the spans.
 
 - Never blocks the recorder: the sender thread alone waits on the pipe, and batches waiting for
   it are bounded (SPEC_TRACING_EXPORT_QUEUE_SPANS); past that they are dropped and counted. So a
@@ -38,11 +39,26 @@ import weakref
 from collections import deque
 from multiprocessing.connection import Connection
 
-from ..wire import END, FINISH, SLICE
+from ..ledger import REPORTED_BY_EXPORTER
+from ..wire import (
+    END,
+    ENGINE_COUNTS,
+    FINISH,
+    FLUSH,
+    FLUSHED,
+    SETTINGS,
+    SLICE,
+    STOP,
+    STOPPED,
+)  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 _BACKOFF_S = (0.5, 30.0)
+# The child's names for what it reports on each span it was sent (ledger.py's outcomes).
+_REPORTED = tuple(
+    "exported_spans" if k == "spans" else k.removeprefix("export_") for k in REPORTED_BY_EXPORTER
+)
 _PIPE_ENDED = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
@@ -52,7 +68,7 @@ def span_count(events: list) -> int:
     for event in events:
         kind = event[0]
         if kind == FINISH:
-            count += 1
+            count += event[4][0]  # a root for a sampled request only (wire.Facts)
         elif kind == END or kind == SLICE:
             count += len(event[4] if kind == SLICE else event[3])
     return count
@@ -63,8 +79,9 @@ class ExportProcess:
     counts it reported."""
 
     def __init__(
-        self, settings, version: str, queue_spans: int, resource_attributes=None, environment=None
-    ):
+        self, settings, version: str, queue_spans: int, resource_attributes=None, environment=None,
+        metrics: dict | None = None,
+    ):  # fmt: skip
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = {**os.environ, **(environment or {})}
@@ -78,7 +95,7 @@ class ExportProcess:
         except OSError:  # the engine has no stdout: the exporter gets /dev/null
             engine_stdout = []
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "spec_tracing.export", str(to_child_r), str(from_child_w),
+            [sys.executable, "-m", "spec_tracing.pipeline", str(to_child_r), str(from_child_w),
              *map(str, engine_stdout)],
             pass_fds=(to_child_r, from_child_w, *engine_stdout),
             env=env,
@@ -122,7 +139,10 @@ class ExportProcess:
         )
         self._sender.start()
         attrs = dict(resource_attributes or {})
-        self._enqueue(pickle.dumps(("settings", settings, version, attrs)), 0, control=True)
+        self._sent_counts: dict | None = None
+        self._request_id = 0  # flush and stop carry one; their reply names it (wire.py)
+        message = (SETTINGS, settings, version, attrs, metrics)
+        self._enqueue(pickle.dumps(message), 0, control=True)
 
     # --- the sender thread: the only one that may block on the pipe ---------------------------
 
@@ -176,7 +196,11 @@ class ExportProcess:
 
     # --- the recorder's side ------------------------------------------------------------------
 
-    def deliver(self, events: list) -> None:
+    def deliver(self, events: list, engine_counts: dict | None = None) -> None:
+        if engine_counts and engine_counts != self._sent_counts:
+            # This process's part of the ledger, for the exporter process's metric counters.
+            self._sent_counts = dict(engine_counts)
+            self._enqueue(pickle.dumps((ENGINE_COUNTS, self._sent_counts)), 0, control=True)
         spans = span_count(events)
         try:
             payload = pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
@@ -192,9 +216,10 @@ class ExportProcess:
         self._enqueue(payload, spans)
         self._read_updates(0.0)
 
-    def _read_updates(self, timeout_s: float, until: str | None = None) -> tuple | None:
-        """Take the child's messages: count updates it sends on its own, and (with `until`)
-        the reply to a request, waiting up to `timeout_s` for it."""
+    def _read_updates(self, timeout_s: float, until: tuple | None = None) -> tuple | None:
+        """Take the child's messages: count updates it sends on its own, and (with `until`,
+        (reply kind, request id)) the reply to that request, waiting up to `timeout_s` for it.
+        A late reply to an earlier request is read and ignored."""
         deadline = time.monotonic() + timeout_s
         if not self._read_lock.acquire(timeout=max(timeout_s, 0.0)):
             return None
@@ -202,7 +227,7 @@ class ExportProcess:
             while self._readable(max(0.0, deadline - time.monotonic())):
                 message = self._in.recv()
                 self.counts = message[1]
-                if until is not None and message[0] == until:
+                if until is not None and (message[0], message[3]) == until:
                     return message
                 if until is None and not self._readable(0.0):
                     return None
@@ -216,18 +241,25 @@ class ExportProcess:
         # POLLHUP (the child's end closed) is reported too: recv then raises EOFError.
         return bool(self._poller.poll(math.ceil(timeout_s * 1000)))
 
+    def _next_id(self) -> int:
+        self._request_id += 1
+        return self._request_id
+
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        ms = int(timeout_s * 1000)
-        if not self._enqueue(pickle.dumps(("flush", ms)), 0, control=True):
+        ms, request = int(timeout_s * 1000), self._next_id()
+        if not self._enqueue(pickle.dumps((FLUSH, ms, request)), 0, control=True):
             return False
-        reply = self._read_updates(max(0.0, deadline - time.monotonic()), until="flushed")
+        left = max(0.0, deadline - time.monotonic())
+        reply = self._read_updates(left, until=(FLUSHED, request))
         return bool(reply and reply[2])
 
     def shutdown(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        if self._enqueue(pickle.dumps(("stop", int(timeout_s * 1000))), 0, control=True):
-            self._read_updates(max(0.0, deadline - time.monotonic()), until="stopped")
+        request = self._next_id()
+        if self._enqueue(pickle.dumps((STOP, int(timeout_s * 1000), request)), 0, control=True):
+            left = max(0.0, deadline - time.monotonic())
+            self._read_updates(left, until=(STOPPED, request))
         self._close()
         try:
             self._proc.wait(timeout=max(deadline - time.monotonic(), 0.05))
@@ -290,18 +322,7 @@ class ExportProcess:
 
     def unaccounted(self) -> int:
         """Spans sent that the child never reported on (lost if it is gone)."""
-        c = self.counts
-        reported = sum(
-            c.get(k, 0)
-            for k in (
-                "exported_spans",
-                "dropped_spans",
-                "failed_spans",
-                "rejected_spans",
-                "unmatched_ends",
-                "sampled_out_spans",
-            )
-        )
+        reported = sum(self.counts.get(key, 0) for key in _REPORTED)
         return max(0, self.sent_spans - reported)
 
     @property

@@ -16,63 +16,32 @@ sampled out.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import OrderedDict, deque
 
 from ..semconv import SpanAttr
+from ..settings import QUANTILE_WINDOW, parse_rules  # noqa: F401 - parse_rules: its old home
 from ..wire import ROOT_RECORD, STAGE_RECORD
 
 STEPS_KEPT = "spec_tracing.steps_kept"
 KEEP_REASON = "spec_tracing.keep_reason"
 
-RULES = {  # name -> (takes an argument, what the argument is)
-    "error": (False, ""),
-    "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)"),
-    "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)"),
-    "accept_rate<": (True, "a number (accept_rate<0.3)"),
-    "duration>": (True, "milliseconds (duration>2000ms or duration>2000)"),
-}
-ALLOWED = "comma-separated rules: error, slowest:F, lowest_accept:F, accept_rate<X, duration>Nms"
-
-
-def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
-    """SPEC_TRACING_STEP_KEEP -> ((rule, argument), ...); a ConfigError naming the bad rule."""
-    from ..settings import ConfigError
-
-    rules = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item or item == "none":
-            continue
-        rule, arg = item, None
-        for key in ("slowest:", "lowest_accept:", "accept_rate<", "duration>"):
-            if item.startswith(key):
-                rule, text = key.rstrip(":"), item[len(key) :].strip()
-                if rule == "duration>" and text.endswith("ms"):
-                    text = text[:-2]
-                try:
-                    arg = float(text)
-                except ValueError:
-                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}") from None
-                if arg != arg or (rule in ("slowest", "lowest_accept") and not 0 <= arg <= 1):
-                    raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
-                break
-        if rule not in RULES:
-            raise ConfigError(name, raw, f"{ALLOWED} (unknown rule {item!r})")
-        if RULES[rule][0] and arg is None:
-            raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
-        rules.append((rule, arg))
-    return tuple(rules)
+# The window a quantile rule is judged against (settings.py refuses a fraction it cannot hold).
+WINDOW = QUANTILE_WINDOW
 
 
 class WindowQuantile:
     """The q-quantile of the last `size` values: a running estimate of where "the slowest 1%"
     or "the lowest 1%" starts, which follows the load as it changes."""
 
-    def __init__(self, size: int = 2000):
+    def __init__(self, size: int = WINDOW):
         self.values: deque = deque()
         self.sorted: list = []
         self.size = size
 
     def add(self, value: float) -> None:
+        if not math.isfinite(value):  # a NaN in the sorted list breaks every later bisect
+            return
         self.values.append(value)
         bisect.insort(self.sorted, value)
         if len(self.values) > self.size:
@@ -164,12 +133,14 @@ class StepSampler:
         self.held_spans -= len(held)
         duration = t1 - t0
         rate = attrs.get(SpanAttr.ACCEPT_RATE)
+        if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
+            rate = None  # a request attribute of any value: only a finite number is judged
         reason = "ratio" if self.in_ratio(trace_id) else self._rule(error, duration, rate)
         if handle in self.early:
             del self.early[handle]
             reason = reason if reason == "ratio" else None
         self.durations.add(duration)
-        if isinstance(rate, int | float):
+        if rate is not None:
             self.rates.add(rate)
         attrs = dict(attrs)
         attrs[STEPS_KEPT] = reason is not None
@@ -191,7 +162,7 @@ class StepSampler:
                 return "error"
             if rule == "duration>" and duration * 1000 > arg:
                 return "duration"
-            if rule == "accept_rate<" and isinstance(rate, int | float) and rate < arg:
+            if rule == "accept_rate<" and rate is not None and rate < arg:
                 return "accept_rate"
             # Against the requests that ended before this one, once there are 1/F of them: the
             # first requests of a run are not "the slowest 1%" of nothing.
@@ -201,7 +172,7 @@ class StepSampler:
                 if duration > self.durations.at(1 - arg):
                     return "slow"
             if rule == "lowest_accept" and arg > 0 and len(self.rates.sorted) * arg >= 1:
-                if isinstance(rate, int | float) and rate < self.rates.at(arg):
+                if rate is not None and rate < self.rates.at(arg):
                     return "low_accept"
         return None
 

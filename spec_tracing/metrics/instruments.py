@@ -17,6 +17,7 @@ import weakref
 from collections import Counter
 
 from ..acceptance import Acceptance
+from ..ledger import COUNTS
 from ..semconv import INSTRUMENTATION_SCOPE, SpanAttr
 from ..version import __version__
 
@@ -135,22 +136,10 @@ class SpecMetrics:
             )
         }  # fmt: skip
         if stats_source is not None:
-            for name, key, unit, doc in (
-                (MetricName.DROPPED_EVENTS, "dropped_events", "{event}",
-                 "Trace events dropped because the plugin's hot-path buffer was full"),
-                (MetricName.INVALID_EVENTS, "invalid_events", "{event}",
-                 "Trace events dropped as invalid input (counted, never raised)"),
-                (MetricName.EXPORT_DROPPED, "export_dropped_spans", "{span}",
-                 "Spans the exporter process dropped because its buffer was full"),
-                (MetricName.EXPORT_FAILED, "export_failed_spans", "{span}",
-                 "Spans whose export failed (collector down or refusing)"),
-                (MetricName.EXPORT_REJECTED, "export_rejected_spans", "{span}",
-                 "Spans the collector took and refused (OTLP partial_success)"),
-                (MetricName.EXPORT_LOST, "export_lost_spans", "{span}",
-                 "Spans an exporter never reported on: it died, or shutdown ran out of time"),
-                (MetricName.DROPPED_FINISHES, "dropped_finishes", "{event}",
-                 "Request ends dropped even past the buffer's reserve for them"),
-            ):  # fmt: skip
+            for count in COUNTS:
+                if count.metric is None:
+                    continue
+                name, key, unit, doc = count.metric, count.key, count.unit, count.doc
                 read = functools.partial(_stat, stats_source, key)
                 meter.create_observable_counter(name, [_observer(read)], unit, doc)
 
@@ -210,17 +199,20 @@ class SpecMetrics:
             batch_attrs.get(SpanAttr.NUM_DRAFT_TOKENS),
         )
 
-    def record_request(self, st, figures: dict, t0: float, t1: float, failed: bool) -> None:
+    def record_request(
+        self, handle, sampled: bool, attrs: dict, figures: dict, facts: tuple,
+        t0: float, t1: float, failed: bool,
+    ) -> None:  # fmt: skip
         """One request ended: its acceptance and GenAI timings, with exemplars on its trace
-        when it was traced (the SDK's trace-based exemplar filter skips the others)."""
+        when it was traced (the SDK's trace-based exemplar filter skips the others). `facts`
+        as wire.Facts."""
         from opentelemetry import trace
         from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-        flags = TraceFlags(TraceFlags.SAMPLED if st.sampled else TraceFlags.DEFAULT)
+        flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
         context = trace.set_span_in_context(NonRecordingSpan(
-            SpanContext(st.trace_id, st.span_id, False, flags)
+            SpanContext(handle[0], handle[1], False, flags)
         ))  # fmt: skip
-        attrs = st.attributes
         record = self._request
         for name, attr in (
             (MetricName.REQUEST_ACCEPT_RATE, SpanAttr.ACCEPT_RATE),
@@ -235,10 +227,10 @@ class SpecMetrics:
         if failed:
             gen_ai["error.type"] = "_OTHER"
         record[MetricName.GEN_AI_DURATION].record(t1 - t0, gen_ai, context=context)
-        first = st.first_token_ts
+        first = facts[3]
         if first is not None and t0 <= first <= t1:
             record[MetricName.GEN_AI_TTFT].record(first - t0, gen_ai, context=context)
-            tokens = st.acceptance.next_offset  # output tokens so far
+            tokens = facts[1][4]  # output tokens so far (the next round's offset)
             if tokens > 1:
                 per_token = (t1 - first) / (tokens - 1)
                 record[MetricName.GEN_AI_TPOT].record(per_token, gen_ai, context=context)

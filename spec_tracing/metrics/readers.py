@@ -95,14 +95,14 @@ def _prometheus(settings: Settings):
     port = settings.prometheus_port
     try:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
     except ImportError:
         raise ConfigError(
             "SPEC_TRACING_PROMETHEUS_PORT", port, "pip install 'spec-tracing[prometheus]' first"
         ) from None
     registry = CollectorRegistry()  # our own: enabling twice must not register twice
     try:
-        server, _ = start_http_server(port, addr=settings.prometheus_host, registry=registry)
+        server = _start_server(port, settings.prometheus_host, registry)
     except OSError as exc:
         if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
             raise ConfigError(
@@ -121,6 +121,76 @@ def _prometheus(settings: Settings):
         )  # fmt: skip
         return None, None
     return PrometheusMetricReader(registry=registry), server
+
+
+def check_prometheus_host(settings: Settings) -> None:
+    """A ConfigError now for an address the endpoint could never bind (it is bound later, in
+    the exporter process): binding port 0 there takes no port anyone wants."""
+    if settings.prometheus_port is None or not settings.metrics:
+        return
+    host = settings.prometheus_host
+    try:
+        family = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError as exc:
+        raise ConfigError(
+            "SPEC_TRACING_PROMETHEUS_HOST", host,
+            f"an address of this machine ({exc.strerror or exc})",
+        ) from None  # fmt: skip
+
+
+# A scrape takes well under a second; a connection that sends nothing for this long is closed,
+# and past MAX_CONNECTIONS open at once new ones are closed unanswered, so idle or half-sent
+# requests cannot pile up threads (tests/metrics/test_metrics.py, slowloris).
+READ_TIMEOUT_S = 5.0
+MAX_CONNECTIONS = 16
+
+
+def _start_server(port: int, host: str, registry):
+    """prometheus_client's WSGI app behind a threading server with a read timeout and a bound on
+    connections (start_http_server has neither)."""
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Handler(WSGIRequestHandler):
+        timeout = READ_TIMEOUT_S
+
+        def log_message(self, format, *args):  # noqa: A002 - the stdlib's name
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+        def process_request(self, request, client_address):
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except Exception:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address):
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    Server.address_family = family
+    Server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+    server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
+    threading.Thread(
+        target=server.serve_forever, name="spec-tracing-prometheus", daemon=True
+    ).start()
+    return server
 
 
 PROMETHEUS_CLASHES = [0]  # endpoints not served because the port was taken (stats())

@@ -1,10 +1,12 @@
-"""Off the engine's thread: batch events -> compact events, acceptance and metrics.
+"""Off the engine's thread: batch events -> compact events (plain ids, times and counts).
 
 Runs on the recorder's thread in the engine's process and keeps its per-request work to a few
-attribute reads and, for verify, one acceptance update: the per-request expansion into spans is
-the assembler's (assembler.py), in the exporter process when there is one. Bad input (a request
-without time stats, counts of the wrong length, negative or non-integer counts) drops that event
-and is counted; a single warning says so.
+attribute reads and, for verify, one acceptance update (ReqTimeStats.summary() and each round's
+output offset). Everything computed from what it ships runs where spans are assembled: the
+figures on a root and every metric (pipeline/signals.py), the expansion into spans
+(export/assembler.py), in the exporter process when there is one. Bad input (a request without
+time stats, counts of the wrong length, negative or non-integer counts) drops that event and is
+counted; a single warning says so.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from ..acceptance import add_rounds
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from ..wire import END, FINISH, SLICE, START
+from ..wire import END, FINISH, ROUNDS, SLICE, START
 from . import hotpath
 from .request_trace import ReqTimeStats
 
@@ -33,31 +35,6 @@ _TIMED = {RequestStage.SPEC_DRAFT.name: 0, _VERIFY: 1, RequestStage.SPEC_DRAFT_E
 
 class InvalidEvent(ValueError):
     pass
-
-
-def _figures(st: ReqTimeStats) -> dict:
-    """The request's acceptance and time figures, for its root and its histograms."""
-    summary = st.acceptance.as_dict()
-    out = {}
-    # Below level 2 verify is not recorded: the acceptance is unknown, not zero (a level-1
-    # trace said "0 rounds" for every request). SPEC_TRACING_STEP_SAMPLE_RATIO=0 gives
-    # roots with their acceptance and no step spans.
-    rounds = summary["verify_rounds"]
-    if rounds or hotpath.LEVEL >= RequestStage.SPEC_VERIFY.level:
-        out[SpanAttr.VERIFY_ROUNDS] = rounds
-        out[SpanAttr.TOTAL_ACCEPTED] = summary["accepted_drafts"]
-        out[SpanAttr.TOTAL_PROPOSED] = summary["proposed_drafts"]
-    if summary["accept_rate"] is not None:
-        out[SpanAttr.ACCEPT_RATE] = summary["accept_rate"]
-    if summary["accept_length"] is not None:
-        out[SpanAttr.ACCEPT_LENGTH] = summary["accept_length"]
-    draft, verify, extend = st.stage_s
-    if draft + verify + extend > 0:
-        out[SpanAttr.DRAFT_TIME_SHARE] = (draft + extend) / (draft + verify + extend)
-    if rounds:
-        tokens = st.acceptance.next_offset  # output tokens: the first one's, then the rounds'
-        out[SpanAttr.TOKENS_PER_STEP] = tokens / (tokens - summary["accepted_drafts"])
-    return out
 
 
 # Drafts a request can be offered or accept in one round. Far above any real width (EAGLE trees
@@ -168,11 +145,15 @@ class Materializer:
     `deliver`. What stays here is what must stay in the engine's process: resolving requests,
     checking counts, per-request acceptance (ReqTimeStats.summary) and the metrics."""
 
-    def __init__(self, deliver: Callable[[list], None]):
+    def __init__(self, deliver: Callable[[list], None], metrics: bool = False):
         self.deliver = deliver
         self.invalid = 0
-        self.metrics = None  # SpecMetrics, when metrics are on
-        self.metric_errors = 0
+        # Metrics are on somewhere: every traced request's rounds and end are shipped (ROUNDS,
+        # an unsampled FINISH), not only the sampled ones' spans.
+        self.metrics = metrics
+        # The level requests ran at: verify counts on a root mean "none recorded" only when
+        # verify was recorded (shutdown's last drain runs with the hot path already off).
+        self.level = hotpath.LEVEL
         # The last batch resolved in this drain: (requests, then what _resolve returns). A
         # step's stages carry the same requests, so most events skip the per-request
         # resolution (~0.3 us a request).
@@ -180,6 +161,8 @@ class Materializer:
 
     def __call__(self, events: list) -> None:
         out: list = []
+        if hotpath.LEVEL:
+            self.level = hotpath.LEVEL
         try:
             for event in events:
                 try:
@@ -258,6 +241,8 @@ class Materializer:
         t0 = _time(t0)
         if kind == SLICE:
             t1 = _time(t1)
+            if t1 < t0:  # a slice that ends before it starts would be a negative span
+                raise InvalidEvent(f"{stage.name} slice ends at {t1} before its start {t0}")
         # Requests are checked one by one: one bad request costs its own span, not the batch's.
         stats, keep, missing, handles, spent = self._resolve(reqs)
         for req in missing:
@@ -306,8 +291,8 @@ class Materializer:
                 prop = [prop[j] for j in good]
                 handles = _handles(stats)
             offsets = add_rounds([st.acceptance for st in stats], acc, prop)
-            if self.metrics is not None and acc:  # every request counts, sampled or not
-                self.metrics.record_verify(acc, prop, batch_attrs)
+            if self.metrics and acc:  # every request counts, sampled or not
+                out.append((ROUNDS, acc, prop, batch_attrs))
         else:
             acc = prop = offsets = None
         if not handles:
@@ -332,8 +317,20 @@ class Materializer:
         if not _is_time(ts):
             self._invalid(1, f"finish timestamp {ts!r:.40}")
             ts = max(t0, perf_counter())
-        figures = _figures(st)
+        elif ts < t0:  # a root that ends before it starts: kept, made empty, counted
+            self._invalid(1, f"finish timestamp {ts} before the request's start {t0}")
+            ts = t0
         error = how.get("error")
+        if not (st.sampled or self.metrics):
+            return
+        acc = st.acceptance
+        facts = (
+            st.sampled,
+            (acc.rounds, acc.accepted, acc.proposed, acc.rate_accepted, acc.next_offset),
+            tuple(st.stage_s),
+            st.first_token_ts,
+            self.level >= RequestStage.SPEC_VERIFY.level,
+        )
         if st.sampled:
             attrs, bad = clean_attributes(st.attributes)
             if bad:
@@ -341,13 +338,14 @@ class Materializer:
             if st.rid is not None:
                 attrs[SpanAttr.REQUEST_ID] = str(st.rid)
             attrs[SpanAttr.FINISH_REASON] = how.get("reason", "stop")
-            attrs.update(figures)
-            out.append(
-                (FINISH, st.handle, ts,
-                 (st.parent, t0, attrs, None if error is None else str(error)))
-            )  # fmt: skip
-        if self.metrics is not None:  # every request counts, traced or not
-            try:
-                self.metrics.record_request(st, figures, t0, ts, error is not None)
-            except Exception:  # a metric is not worth the rest of the drain
-                self.metric_errors += 1
+        else:  # no root: what its metrics are labelled with
+            attrs, _ = clean_attributes(
+                {k: v for k, v in st.attributes.items() if k in _METRIC_ATTRS}
+            )
+        out.append(
+            (FINISH, st.handle, ts,
+             (st.parent, t0, attrs, None if error is None else str(error)), facts)
+        )  # fmt: skip
+
+
+_METRIC_ATTRS = (SpanAttr.GEN_AI_MODEL, SpanAttr.GEN_AI_PROVIDER)

@@ -261,15 +261,15 @@ def test_exporter_process_exits_quietly_when_the_engine_stopped_waiting_for_it()
     the process's late reply then has nowhere to go, which must end it without a traceback."""
     from multiprocessing.connection import Connection
 
-    from spec_tracing.export.child import serve
+    from spec_tracing.pipeline.serve import serve
     from spec_tracing.settings import Settings
 
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     to_child = Connection(to_child_w, readable=False)
-    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test", {}))
+    to_child.send(("settings", Settings.from_env(exporter="none", export_nice=0), "test", {}, None))
     to_child.send([])
-    to_child.send(("stop", 0))
+    to_child.send(("stop", 0, 1))
     os.close(from_child_r)  # the engine's process stopped listening
     serve(Connection(to_child_r, writable=False), Connection(from_child_w, readable=False))
     to_child.close()
@@ -280,7 +280,7 @@ def test_fork_while_the_metrics_lock_is_held_leaves_the_child_a_free_lock():
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     spec_tracing.enable(exporter="none", metric_readers=[InMemoryMetricReader()])
-    metrics = lifecycle._active.materializer.metrics
+    metrics = lifecycle._active.output.pipeline.signals.metrics
     with metrics._lock:  # the recorder thread adding a verify event at the moment of fork
         pid = os.fork()
         if pid == 0:

@@ -244,6 +244,8 @@ def test_enable_again_with_the_collector_down_finds_its_prometheus_port_free(mon
         spec_tracing.enable(shutdown_timeout_ms=1000)
         verify_round([Req("a")], [1], 3)
         spec_tracing.enable(shutdown_timeout_ms=1000)  # the old setup's shutdown times out
+        # The endpoint is served by the exporter process: up once it answered a flush.
+        spec_tracing.flush(1000)
         assert spec_tracing.stats()["prometheus_endpoints_not_served"] == 0
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             assert resp.status == 200

@@ -1,4 +1,4 @@
-"""Entry point of the exporter process (`python -m spec_tracing.export IN_FD OUT_FD [STDOUT_FD]`).
+"""Entry point of the exporter process (`python -m spec_tracing.pipeline IN_FD OUT_FD [STDOUT_FD]`).
 
 Started detached: this first process forks the exporter, prints its pid and exits, so the
 exporter is no descendant of the engine's process (an engine that kills its whole process tree
@@ -20,7 +20,7 @@ if __name__ == "__main__":
     # print where the engine prints; /dev/null lost them while counting them exported.
     os.dup2(int(sys.argv[3]) if len(sys.argv) > 3 else os.open(os.devnull, os.O_WRONLY), 1)
 
-    from spec_tracing.export.child import serve
+    from spec_tracing.pipeline.serve import serve
 
     serve(
         Connection(int(sys.argv[1]), writable=False),

@@ -1,7 +1,8 @@
-"""Where span records go: an SDK provider in this process, or the exporter process.
+"""Where the pipeline runs: the exporter process, a thread of this process, or an SDK provider
+in this process.
 
-Both have the same shape: deliver(compact events), flush(timeout_s), shutdown(timeout_s), `spans`
-(spans made so far) and `sink` (a SpanSink whose sampler decides per request).
+Each has the same shape: deliver(compact events), flush(timeout_s), shutdown(timeout_s), `spans`
+(spans made so far), `export_counts` and `sink` (a SpanSink whose sampler decides per request).
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ import time
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from ..export.child import make_writer
+from ..export.exporters import check_span_exporter
+from ..export.process import _BACKOFF_S, ExportProcess, span_count
+from ..export.sdk_spans import SpanSink
 from ..settings import Settings
-from .assembler import SpanAssembler
-from .child import make_writer
-from .exporters import check_span_exporter
-from .limits import AttributeLimits
-from .process import _BACKOFF_S, ExportProcess, span_count
-from .sampling import StepSampler
-from .sdk_spans import SpanSink
+from .build import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +27,16 @@ logger = logging.getLogger(__name__)
 class InProcessOutput:
     """Spans made on the recorder's thread and handed to `provider`'s processors."""
 
-    def __init__(self, provider: TracerProvider, version: str, settings: Settings | None = None):
+    def __init__(
+        self, provider: TracerProvider, version: str, settings: Settings | None = None,
+        metrics=None,
+    ):  # fmt: skip
         self.provider = provider
         self.sink = SpanSink(provider, version)
-        sampler = StepSampler.from_settings(settings)
-        limits = AttributeLimits.from_otel(os.environ)
-        self.assembler = SpanAssembler(limits=limits, sampler=sampler)
+        self.pipeline = Pipeline(settings, metrics)
 
     def deliver(self, events: list) -> None:
-        self.sink.write(self.assembler.feed(events))
+        self.sink.write(self.pipeline.feed(events))
 
     @property
     def spans(self) -> int:
@@ -44,14 +44,14 @@ class InProcessOutput:
 
     @property
     def export_counts(self) -> dict:
-        return self.assembler.counts()
+        return self.pipeline.counts()
 
     def flush(self, timeout_s: float) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self, timeout_s: float) -> None:
         # The provider is the application's: flush it, never shut it down.
-        self.assembler.stop()
+        self.pipeline.stop()
         self.provider.force_flush(int(timeout_s * 1000))
 
     def abandon(self) -> None:
@@ -66,18 +66,17 @@ class ThreadOutput:
 
     provider = None
 
-    def __init__(self, settings: Settings, version: str, exporter=None):
+    def __init__(self, settings: Settings, version: str, exporter=None, metrics=None):
         self.sink = SpanSink(
             TracerProvider(resource=Resource.get_empty(), shutdown_on_exit=False), version
         )
-        sampler = StepSampler.from_settings(settings)
-        limits = AttributeLimits.from_otel(settings.otel)
-        self.assembler = SpanAssembler(limits=limits, sampler=sampler)
+        self.settings, self.version, self.metrics = settings, version, metrics
+        self.pipeline = Pipeline(settings, metrics)
         self.owns_exporter = exporter is None  # one given to enable() is the caller's to close
         self.writer = make_writer(settings, version, exporter=exporter)
 
     def deliver(self, events: list) -> None:
-        self.writer.put(self.assembler.feed(events))
+        self.writer.put(self.pipeline.feed(events))
 
     @property
     def spans(self) -> int:
@@ -91,17 +90,20 @@ class ThreadOutput:
             "export_rejected_spans": self.writer.rejected,
             # Queued or in flight when shutdown's time ran out: in no counter before.
             "export_lost_spans": self.writer.left_unexported,
-            **self.assembler.counts(),
+            **self.pipeline.counts(),
         }
 
     def after_fork_in_child(self) -> None:
+        # The parent's open requests and held steps stay the parent's: this process assembles
+        # its own from a new pipeline (tests/export/test_resilience.py, fork with sampling).
+        self.pipeline = Pipeline(self.settings, self.metrics)
         self.writer.after_fork_in_child()
 
     def flush(self, timeout_s: float) -> bool:
         return self.writer.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
-        self.assembler.stop()
+        self.pipeline.stop()
         self.writer.stop(timeout_s)
         if self.writer.exporter is not None and self.owns_exporter:
             self.writer.exporter.shutdown()
@@ -118,9 +120,14 @@ class ProcessOutput:
     provider = None
 
     def __init__(
-        self, settings: Settings, version: str, resource_attributes=None, environment=None
-    ):
+        self, settings: Settings, version: str, resource_attributes=None, environment=None,
+        metrics: dict | None = None,
+    ):  # fmt: skip
         check_span_exporter(settings)
+        # What the exporter process's own meters export ({"otlp": bool}); None: metrics are
+        # recorded in this process (readers given to enable(), or the application's provider).
+        self.metrics = metrics
+        self.engine_counts_source = None  # () -> this process's own counts (lifecycle.py)
         self.resource_attributes, self.environment = resource_attributes, environment
         self.settings, self.version = settings, version
         self.sink = SpanSink(
@@ -141,6 +148,7 @@ class ProcessOutput:
             self.settings.export_queue_spans,
             self.resource_attributes,
             self.environment,
+            self.metrics,
         )
 
     def _retire(self) -> None:
@@ -175,15 +183,25 @@ class ProcessOutput:
             return False
         self._next_start = now + self._backoff
         self._backoff = min(self._backoff * 2, _BACKOFF_S[1])
-        self.restarts += 1
+        self.restarts += 1  # replacements only: the first start is not one
         self._start()
         return True
 
     def deliver(self, events: list) -> None:
         if self._ensure_process():
-            self.process.deliver(events)
+            self.process.deliver(events, self._engine_part() if self.metrics else None)
         else:  # waiting out the backoff: nothing runs to take them
             self._past["export_lost_spans"] += span_count(events)
+
+    def _engine_part(self) -> dict:
+        """What stats() counts in this process (and of exporter processes gone before): the
+        exporter process adds its own to it for its metric counters (pipeline/serve.py)."""
+        out = {k: self._past[k] for k in _EXPORT_LOSSES}
+        out["export_dropped_spans"] += self.process.dropped_spans
+        out["export_lost_spans"] += self.process.unsent_spans
+        if self.engine_counts_source is not None:
+            out.update(self.engine_counts_source())
+        return out
 
     @staticmethod
     def _counts_of(process: ExportProcess | None) -> dict:
@@ -207,7 +225,9 @@ class ProcessOutput:
     @property
     def export_counts(self) -> dict:
         now = self._counts_of(self.process)
-        return {k: self._past[k] + now[k] for k in _COUNTS if k != "spans"}
+        out = {k: self._past[k] + now[k] for k in _COUNTS if k != "spans"}
+        out["exporter_restarts"] = self.restarts
+        return out
 
     def flush(self, timeout_s: float) -> bool:
         if self.process is None or os.getpid() != self.pid:
@@ -235,30 +255,50 @@ class ProcessOutput:
             self.process.kill()
 
 
-# Counted by the assembler, wherever it runs (reported by the exporter process as they are).
+_EXPORT_LOSSES = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
+                  "export_lost_spans")  # fmt: skip
+# Counted by the pipeline, wherever it runs (reported by the exporter process as they are).
 _SAMPLING_AND_INPUT = ("unmatched_ends", "limited_attributes", "sampled_out_spans",
                        "steps_kept_requests", "steps_dropped_requests",
-                       "step_sampling_early_decisions")  # fmt: skip
+                       "step_sampling_early_decisions", "evicted_requests", "metric_errors",
+                       "prometheus_endpoints_not_served")  # fmt: skip
 _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
            "export_lost_spans", *_SAMPLING_AND_INPUT, "spans")  # fmt: skip
 
 
-def build_output(settings: Settings, tracer_provider, span_exporter, version: str, like=None):
+def build_output(
+    settings: Settings, tracer_provider, span_exporter, version: str, like=None,
+    metrics=None, remote_metrics: dict | None = None,
+):  # fmt: skip
     """The output enable() asked for, in order of preference: `tracer_provider`; a
     `span_exporter` (on a thread here); the application's global SDK TracerProvider;
     else the exporter SPEC_TRACING_EXPORTER names, in the exporter process unless
-    SPEC_TRACING_EXPORT_PROCESS=off."""
+    SPEC_TRACING_EXPORT_PROCESS=off. `metrics` (SpecMetrics) for a pipeline run here;
+    `remote_metrics` for the meters the exporter process builds itself."""
     from opentelemetry import trace
 
     if like is not None:  # an engine's own exporter, mirrored from our process
         attrs, environment = like
-        return ProcessOutput(settings, version, attrs, environment)
+        return ProcessOutput(settings, version, attrs, environment, remote_metrics)
     if tracer_provider is not None:
-        return InProcessOutput(tracer_provider, version, settings)
+        return InProcessOutput(tracer_provider, version, settings, metrics)
     if span_exporter is None:
         existing = trace.get_tracer_provider()
         if isinstance(existing, TracerProvider):
-            return InProcessOutput(existing, version, settings)
-        if settings.export_process and settings.exporter != "none":
-            return ProcessOutput(settings, version)
-    return ThreadOutput(settings, version, span_exporter)
+            return InProcessOutput(existing, version, settings, metrics)
+        if runs_in_exporter_process(settings, None, None):
+            return ProcessOutput(settings, version, metrics=remote_metrics)
+    return ThreadOutput(settings, version, span_exporter, metrics)
+
+
+def runs_in_exporter_process(settings: Settings, tracer_provider, span_exporter) -> bool:
+    """Whether build_output picks the exporter process (an engine's `like` aside)."""
+    from opentelemetry import trace
+
+    return (
+        tracer_provider is None
+        and span_exporter is None
+        and not isinstance(trace.get_tracer_provider(), TracerProvider)
+        and settings.export_process
+        and settings.exporter != "none"
+    )

@@ -1,0 +1,31 @@
+"""The pipeline from compact events to span records, built from Settings in one place: signals
+(figures and metrics), span assembly with the OTel attribute limits, step sampling. The exporter
+process, the in-thread output and the in-process output each run one of these."""
+
+from __future__ import annotations
+
+from ..export.assembler import SpanAssembler
+from ..export.limits import AttributeLimits
+from ..export.sampling import StepSampler
+from .signals import Signals
+
+
+class Pipeline:
+    def __init__(self, settings=None, metrics=None):
+        self.signals = Signals(metrics)
+        otel = settings.otel if settings is not None else {}
+        self.assembler = SpanAssembler(
+            max_open=settings.max_open_requests if settings is not None else None,
+            limits=AttributeLimits.from_otel(otel),
+            sampler=StepSampler.from_settings(settings),
+        )
+
+    def feed(self, events: list) -> list:
+        """Span records (wire.py) for a batch of compact events."""
+        return self.assembler.feed(self.signals.feed(events))
+
+    def counts(self) -> dict:
+        return {**self.assembler.counts(), **self.signals.counts()}
+
+    def stop(self) -> None:
+        self.assembler.stop()
