@@ -237,12 +237,17 @@ def _temperature(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spec-tracing", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    # allow_abbrev=False everywhere: `--htm` is an error, not --html.
+    parser = argparse.ArgumentParser(prog="spec-tracing", description=__doc__, allow_abbrev=False)
+    from .version import __version__
+
+    parser.add_argument("--version", action="version", version=f"spec-tracing {__version__}")
+    sub = parser.add_subparsers(dest="command")
     demo = sub.add_parser(
         "demo",
         help="run the reference engine with tracing on",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
     )
     demo.add_argument(
         "--worker",
@@ -292,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
-    report = sub.add_parser("report", help="summarize an OTLP JSON trace file")
+    report = sub.add_parser("report", help="summarize an OTLP JSON trace file", allow_abbrev=False)
     report.add_argument("file", help="OTLP JSON lines (ours or the Collector file exporter's)")
     report.add_argument("--requests", action="store_true", help="also one line per request")
     report.add_argument(
@@ -329,7 +334,11 @@ def _doctor(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `spec-tracing`: what it can do, not an error
+        parser.print_help()
+        return 0
     try:
         return args.run(args)
     except KeyboardInterrupt:  # Ctrl-C in report or doctor (demo handles its own): no traceback

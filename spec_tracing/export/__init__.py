@@ -1,9 +1,9 @@
 """What may run in the exporter process: compact events -> span records (assembler.py) ->
 SDK spans (sdk_spans.py) or OTLP protobuf bytes (otlp_proto.py) -> an exporter (exporters.py).
-The engine's process talks to it through a SpanOutput (outputs.py: in this process, or the
-exporter process of process.py / child.py).
+The engine's process talks to it through a SpanOutput (pipeline/outputs.py: in this process, or
+the exporter process that process.py starts and pipeline/serve.py runs).
 
-Imports nothing from record/ (the engine side), so `python -m spec_tracing.export` loads none of
+Imports nothing from record/ (the engine side), so `python -m spec_tracing.pipeline` loads none of
 it; kept free of imports here so that starting that process costs only what it uses.
 """
 

@@ -351,7 +351,7 @@ class _Detached:
         deadline = time.monotonic() + timeout
         while self.poll() is None:
             if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired("spec_tracing.export", timeout)
+                raise subprocess.TimeoutExpired("spec_tracing.pipeline", timeout)
             time.sleep(0.01)
         return self.returncode
 

@@ -160,3 +160,26 @@ def test_doctor_lists_each_engine_its_range_and_every_seam_without_starting_one(
     from transformers.generation.utils import GenerationMixin
 
     assert not hasattr(vars(GenerationMixin)["_assisted_decoding"], "__wrapped__")
+
+
+@pytest.mark.parametrize("enabled", ["0", "1"])
+def test_opentelemetry_instrument_says_nothing_where_no_engine_is(tmp_path, enabled):
+    """Every installed instrumentor runs under opentelemetry-instrument; spec-tracing's print
+    nothing in a process without their engine, tracing on or off."""
+    tool = shutil.which("opentelemetry-instrument", path=os.path.dirname(sys.executable))
+    env = clean_env()
+    env.update(SPEC_TRACING_ENABLED=enabled, SPEC_TRACING_EXPORTER="file",
+               SPEC_TRACING_FILE=str(tmp_path / "t.jsonl"), OTEL_TRACES_EXPORTER="none",
+               OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")  # fmt: skip
+    out = subprocess.run([tool, sys.executable, "-c", "pass"], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0
+    assert out.stderr == ""
+
+
+def test_entry_point_names_are_spec_tracings_own():
+    from importlib.metadata import entry_points
+
+    ours = [e.name for e in entry_points(group="opentelemetry_instrumentor")
+            if e.value.startswith("spec_tracing")]  # fmt: skip
+    assert ours and all(name.startswith("spec_tracing") for name in ours), ours

@@ -253,3 +253,18 @@ def test_ctrl_c_mid_run_keeps_the_trace_and_prints_no_traceback(tmp_path):
     assert len(roots) == 256
     reasons = {r.attributes[SpanAttr.FINISH_REASON] for r in roots if r.status_code == 2}
     assert reasons == {"unfinished"}
+
+
+def test_bare_command_prints_help_version_prints_it_and_no_flag_is_abbreviated():
+    from spec_tracing.version import __version__
+
+    def cli(*args):
+        command = [sys.executable, "-m", "spec_tracing.cli", *args]
+        return subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=60)
+
+    bare = cli()
+    assert bare.returncode == 0 and "demo" in bare.stdout and "report" in bare.stdout
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"spec-tracing {__version__}"
+    prefix = cli("report", "x.jsonl", "--htm", "out.html")
+    assert prefix.returncode == 2 and "--htm" in prefix.stderr
