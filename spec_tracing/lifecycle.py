@@ -21,6 +21,7 @@ from .pipeline.outputs import (
     InProcessOutput,
     ProcessOutput,
     ThreadOutput,
+    application_provider,
     build_output,
     runs_in_exporter_process,
 )
@@ -42,6 +43,7 @@ class _Active:
     materializer: Materializer
     recorder: Recorder
     meters: Meters
+    signals: Signals | None = None  # metrics recorded here for spans assembled elsewhere
 
 
 _active: _Active | None = None
@@ -103,7 +105,7 @@ def enable(
                 tracer_provider is None
                 and span_exporter is None
                 and export_like is None  # the engine has its own metrics
-                and (in_exporter or settings.exporter != "none")
+                and application_provider() is None
             )
             meters = build_meters(
                 settings, metric_readers, own_exporter and settings.exporter == "otlp"
@@ -120,10 +122,11 @@ def enable(
             meters.shutdown(0)
             raise
         hotpath.invalid = hotpath.dropped = hotpath.dropped_finishes = 0  # stats() from here
-        deliver = output.deliver
+        deliver, signals = output.deliver, None
         if isinstance(output, ProcessOutput) and spec_metrics is not None:
             # Spans are assembled in the exporter process, metrics recorded here.
-            deliver = _observing(Signals(spec_metrics), output.deliver)
+            signals = Signals(spec_metrics)
+            deliver = _observing(signals, output.deliver)
         materializer = Materializer(deliver, metrics=remote or spec_metrics is not None)
         if isinstance(output, ProcessOutput):
             output.engine_counts_source = lambda: _engine_counts(materializer)
@@ -131,7 +134,7 @@ def enable(
         recorder = Recorder(
             materializer, settings.queue_size, settings.level, settings.drain_interval_ms / 1000
         )
-        _active = _Active(settings, output, materializer, recorder, meters)
+        _active = _Active(settings, output, materializer, recorder, meters, signals)
     _register_worker_exit()
     return settings
 
@@ -144,12 +147,7 @@ def _application_meter_provider() -> bool:
 
 
 def _observing(signals: Signals, deliver):
-    def both(events: list) -> None:
-        signals.observe(events)
-        deliver(events)
-
-    both.signals = signals
-    return both
+    return lambda events: deliver(signals.observe(events))
 
 
 def _engine_counts(materializer: Materializer) -> dict:
@@ -339,7 +337,6 @@ def add_record_listener(listener) -> None:
     if _active is not None:
         deliver = _active.materializer.deliver
         pipeline = Pipeline()  # spans only: the metrics are recorded once, by the output's
-        _active.materializer.metrics = True  # the listener's roots need every request's end
 
         def both(events, _deliver=deliver):
             listener(pipeline.feed(events))
@@ -389,9 +386,8 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         out["prometheus_endpoints_not_served"] = PROMETHEUS_CLASHES[0] + counts.get(
             "prometheus_endpoints_not_served", 0
         )
-        signals = getattr(active.materializer.deliver, "signals", None)
-        if signals is not None:
-            out["metric_errors"] += signals.metric_errors
+        if active.signals is not None:
+            out["metric_errors"] += active.signals.metric_errors
     for source in _stats_sources:
         try:
             out.update(source())

@@ -149,8 +149,6 @@ def with_deadline(session: Any) -> Any:
             if 300 <= response.status_code < 400:
                 _refuse_redirect(session, response)
             return response
-        except RedirectRefused:
-            raise
         except Exception as exc:
             if attempt.cut_off:
                 raise TimeoutError(f"no complete response within {timeout:.3g} s") from exc

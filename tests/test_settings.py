@@ -278,7 +278,7 @@ def test_step_keep_rules_name_the_bad_rule(raw, says):
 
 
 def test_step_keep_rules_parse():
-    from spec_tracing.export.sampling import parse_rules
+    from spec_tracing.settings import parse_rules
 
     rules = parse_rules(
         "X", " error, slowest:0.01 ,lowest_accept:0.05,accept_rate<0.3,duration>2000ms"

@@ -20,21 +20,18 @@ import math
 from collections import OrderedDict, deque
 
 from ..semconv import SpanAttr
-from ..settings import QUANTILE_WINDOW, parse_rules  # noqa: F401 - parse_rules: its old home
+from ..settings import QUANTILE_WINDOW, parse_rules
 from ..wire import ROOT_RECORD, STAGE_RECORD
 
 STEPS_KEPT = "spec_tracing.steps_kept"
 KEEP_REASON = "spec_tracing.keep_reason"
-
-# The window a quantile rule is judged against (settings.py refuses a fraction it cannot hold).
-WINDOW = QUANTILE_WINDOW
 
 
 class WindowQuantile:
     """The q-quantile of the last `size` values: a running estimate of where "the slowest 1%"
     or "the lowest 1%" starts, which follows the load as it changes."""
 
-    def __init__(self, size: int = WINDOW):
+    def __init__(self, size: int = QUANTILE_WINDOW):
         self.values: deque = deque()
         self.sorted: list = []
         self.size = size

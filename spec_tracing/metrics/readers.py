@@ -165,6 +165,7 @@ def _start_server(port: int, host: str, registry):
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         allow_reuse_address = True
+        address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
         def process_request(self, request, client_address):
@@ -183,9 +184,6 @@ def _start_server(port: int, host: str, registry):
             finally:
                 self.slots.release()
 
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    Server.address_family = family
-    Server.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
     server = make_server(host, port, make_wsgi_app(registry), Server, handler_class=Handler)
     threading.Thread(
         target=server.serve_forever, name="spec-tracing-prometheus", daemon=True

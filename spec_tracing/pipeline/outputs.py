@@ -275,16 +275,14 @@ def build_output(
     else the exporter SPEC_TRACING_EXPORTER names, in the exporter process unless
     SPEC_TRACING_EXPORT_PROCESS=off. `metrics` (SpecMetrics) for a pipeline run here;
     `remote_metrics` for the meters the exporter process builds itself."""
-    from opentelemetry import trace
-
     if like is not None:  # an engine's own exporter, mirrored from our process
         attrs, environment = like
         return ProcessOutput(settings, version, attrs, environment, remote_metrics)
     if tracer_provider is not None:
         return InProcessOutput(tracer_provider, version, settings, metrics)
     if span_exporter is None:
-        existing = trace.get_tracer_provider()
-        if isinstance(existing, TracerProvider):
+        existing = application_provider()
+        if existing is not None:
             return InProcessOutput(existing, version, settings, metrics)
         if runs_in_exporter_process(settings, None, None):
             return ProcessOutput(settings, version, metrics=remote_metrics)
@@ -293,12 +291,18 @@ def build_output(
 
 def runs_in_exporter_process(settings: Settings, tracer_provider, span_exporter) -> bool:
     """Whether build_output picks the exporter process (an engine's `like` aside)."""
-    from opentelemetry import trace
-
     return (
         tracer_provider is None
         and span_exporter is None
-        and not isinstance(trace.get_tracer_provider(), TracerProvider)
+        and application_provider() is None
         and settings.export_process
         and settings.exporter != "none"
     )
+
+
+def application_provider() -> TracerProvider | None:
+    """The SDK TracerProvider the application installed globally, if any."""
+    from opentelemetry import trace
+
+    existing = trace.get_tracer_provider()
+    return existing if isinstance(existing, TracerProvider) else None

@@ -66,14 +66,20 @@ class Signals:
                 out.append(event)
         return out
 
-    def observe(self, events: list) -> None:
-        """Metrics only: for a pipeline whose spans are assembled elsewhere."""
+    def observe(self, events: list) -> list:
+        """Metrics only, for a pipeline whose spans are assembled elsewhere: the events that
+        pipeline still needs (no ROUNDS, no untraced request's FINISH)."""
+        out = []
         for event in events:
             kind = event[0]
             if kind == ROUNDS:
                 self._rounds(event)
             elif kind == FINISH:
-                self._finish(event, spans=False)
+                if self._finish(event, spans=False):
+                    out.append(event)
+            else:
+                out.append(event)
+        return out
 
     def _rounds(self, event: tuple) -> None:
         if self.metrics is None:

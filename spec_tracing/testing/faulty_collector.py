@@ -13,6 +13,7 @@ rejects 1,000,000 spans), slow (answers after `delay_s`). `requests` counts the 
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -22,17 +23,12 @@ MODES = ("redirect", "permanent_redirect", "not_modified", "gzip_bomb", "endless
          "overcount", "slow")  # fmt: skip
 
 
+@functools.cache
 def _bomb() -> bytes:
     """~1 MiB of gzip that inflates to 1 GiB of zeros (made once, in ~1 s)."""
-    global _BOMB
-    if _BOMB is None:
-        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
-        block = bytes(1 << 20)
-        _BOMB = b"".join(packer.compress(block) for _ in range(1024)) + packer.flush()
-    return _BOMB
-
-
-_BOMB: bytes | None = None
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join(packer.compress(block) for _ in range(1024)) + packer.flush()
 
 
 def _overcount_body() -> bytes:

@@ -11,10 +11,11 @@ from conftest import clean_env
 
 import spec_tracing
 from spec_tracing import ReqTimeStats, lifecycle, record_batch_stage
-from spec_tracing.export.sampling import KEEP_REASON, STEPS_KEPT, StepSampler, parse_rules
+from spec_tracing.export.sampling import KEEP_REASON, STEPS_KEPT, StepSampler
 from spec_tracing.record.hotpath import perf_counter
 from spec_tracing.report.otlp_json import read_spans
 from spec_tracing.semconv import SpanAttr
+from spec_tracing.settings import parse_rules
 from spec_tracing.stages import RequestStage
 from spec_tracing.wire import ROOT_RECORD, STAGE_RECORD
 
