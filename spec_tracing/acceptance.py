@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(slots=True)
 class Acceptance:
     rounds: int = 0
     accepted: int = 0  # all accepted drafts (accept_length)
@@ -49,8 +49,9 @@ def add_rounds(acceptances, accepted, proposed) -> list[int]:
     offsets = []
     offset_of = offsets.append
     for acc, a, p in zip(acceptances, accepted, proposed, strict=True):
-        offset_of(acc.next_offset)
-        acc.next_offset += a + 1
+        offset = acc.next_offset
+        offset_of(offset)
+        acc.next_offset = offset + a + 1
         acc.rounds += 1
         acc.accepted += a
         if p is not None:

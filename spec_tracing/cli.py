@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.run(args)
+    except ConfigError as exc:  # one the SDK's import would raise (lifecycle.py checks first)
+        print(f"spec-tracing {args.command}: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C in report or doctor (demo handles its own): no traceback
         print(f"spec-tracing {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -10,6 +10,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from . import settings as _settings
+
+# The SDK reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT when imported and raises a bare ValueError on a
+# bad value: checked first, so that the error names the variable and what is allowed
+# (tests/test_settings.py::test_a_bad_limit_the_sdk_reads_at_import_is_a_config_error).
+_settings.check_sdk_import_environment()
+
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -254,6 +261,7 @@ def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
     if end_open:
         end_unfinished("tracing shut down before the request finished")
     active, _active = _active, None
+    _last_of[0] = active
     hotpath.SINK = None
     hotpath._deactivate()  # the engine stops recording now, whatever happens below
     active.meters.close_endpoint()
@@ -266,14 +274,31 @@ def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
             active.output.shutdown(deadline.left())
         finally:
             active.meters.shutdown(deadline.left_ms())
+            _settled(active)
 
     if not _bounded(work, timeout, "shutdown"):
+        # Nothing waits on the collector past here: what is in flight is counted lost now, so
+        # the snapshot below has every span offered in one counter.
         active.output.abandon()
-    global _last_stats
-    _last_stats = _stats_of(active)
+        active.recorder.abandon(0.25)
+    _settled(active)
 
 
 _last_stats: dict[str, int] = {}
+_last_of: list = [None]  # the _Active last_stats() is of: the last one shut down
+
+
+def _settled(active: _Active) -> None:
+    """Take last_stats() from `active`: when shutdown returns, and again when the shutdown it
+    stopped waiting for ends (what was still under way then is counted then), unless tracing
+    was enabled or shut down again meanwhile."""
+    global _last_stats
+    with _settle_lock:
+        if _last_of[0] is active and _active is None:
+            _last_stats = _stats_of(active)
+
+
+_settle_lock = threading.Lock()
 
 
 def last_stats() -> dict[str, int]:

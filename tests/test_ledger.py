@@ -30,7 +30,7 @@ def test_stats_has_every_count_of_the_ledger_and_no_other():
     assert set(spec_tracing.stats()) - engines == set(ledger.BY_KEY)
 
 
-def _run(requests: int = 12) -> int:
+def _run(requests: int = 12, shutdown_ms: int | None = None) -> int:
     """A reference-engine run; the spans it offered, counted from the span records."""
     from spec_tracing.reference.engine import Engine, demo_prompts
 
@@ -42,7 +42,7 @@ def _run(requests: int = 12) -> int:
     for prompt in demo_prompts(requests, seed=1):
         engine.add_request(prompt, 12)
     engine.run()
-    spec_tracing.shutdown()
+    spec_tracing.shutdown(shutdown_ms)
     return offered[0]
 
 
@@ -112,3 +112,29 @@ def test_a_late_flush_reply_never_answers_the_next_flush(monkeypatch):
             assert receiver.span_count() == 5
         finally:
             spec_tracing.shutdown()
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_shutdown_without_waiting_accounts_every_span(monkeypatch, export_process):
+    """shutdown(0) returns at once; the snapshot it leaves (last_stats) already has every span
+    the run offered in one counter, though the collector held them."""
+    pytest.importorskip("torch")
+    with OtlpReceiver("http") as receiver:
+        receiver.set_delay(3.0)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        # Everything the run records is still in the engine's buffer when shutdown starts.
+        spec_tracing.enable(exporter="otlp", metrics=False, export_process=export_process,
+                            drain_interval_ms=10_000)  # fmt: skip
+        assert spec_tracing.flush(5000)
+        offered = [0]
+        lifecycle.add_record_listener(
+            lambda records: offered.__setitem__(
+                0, offered[0] + sum(map(record_span_count, records))
+            )
+        )
+        _run(40, shutdown_ms=0)
+        stats = lifecycle.last_stats()
+        time.sleep(1.0)  # anything still materializing in the background would count now
+    assert offered[0] > 0
+    assert ledger.gap(stats, offered[0]) == 0, (offered[0], {k: v for k, v in stats.items() if v})

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -286,3 +287,30 @@ def test_step_keep_rules_parse():
     assert rules == (("error", None), ("slowest", 0.01), ("lowest_accept", 0.05),
                      ("accept_rate<", 0.3), ("duration>", 2000.0))  # fmt: skip
     assert parse_rules("X", "none") == ()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "abc"])
+def test_a_bad_limit_the_sdk_reads_at_import_is_a_config_error(value):
+    """The SDK reads OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT when imported: enable() and the CLI name it
+    (a fresh interpreter, the SDK not yet imported)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": value}
+    code = (
+        "import spec_tracing\n"
+        "try:\n"
+        "    spec_tracing.enable(exporter='none')\n"
+        "except spec_tracing.ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in out.stdout and "integer >= 0" in out.stdout
+    cli = subprocess.run([sys.executable, "-m", "spec_tracing.cli", "demo", "--num-requests", "1"],
+                         env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 2
+    assert cli.stderr.strip().splitlines() == [
+        f"spec-tracing demo: OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT={value!r} is not allowed; "
+        "expected an integer >= 0"
+    ]

@@ -190,6 +190,13 @@ class Writer:
                 self.cond.wait(left)
         return True
 
+    def abandon(self) -> None:
+        """Stop without waiting: what is queued or in flight, and what is put from here on, is
+        left unexported (counted lost by its owner through left_unexported)."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
     def stop(self, timeout_s: float) -> None:
         """Export what is queued within `timeout_s` in all (flush, then the threads' last
         batches); what is left then is not exported and not counted here: the engine's process

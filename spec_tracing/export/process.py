@@ -300,6 +300,7 @@ class ExportProcess:
 
     def kill(self) -> None:
         self._proc.kill()
+        self._close()  # what waited to be sent is counted unsent now
         self.finished = True
 
     def alive(self) -> bool:

@@ -109,7 +109,9 @@ class ThreadOutput:
             self.writer.exporter.shutdown()
 
     def abandon(self) -> None:
-        pass
+        """Shutdown ran out of time: what is queued or in flight, and what is delivered from
+        here on, is counted lost."""
+        self.writer.abandon()
 
 
 class ProcessOutput:
@@ -174,6 +176,8 @@ class ProcessOutput:
             return True
         if self.process is not None and self.process.alive():
             return True
+        if self._abandoned:  # shutdown gave up on it: no replacement
+            return False
         if self.process is not None:
             if time.monotonic() - self.process.started > 60:
                 self._backoff = _BACKOFF_S[0]  # it had been healthy: no penalty
@@ -185,12 +189,17 @@ class ProcessOutput:
         self._backoff = min(self._backoff * 2, _BACKOFF_S[1])
         self.restarts += 1  # replacements only: the first start is not one
         self._start()
+        if self._abandoned:  # abandon() ran while it started (its kill may have missed it)
+            self.process.kill()
+            return False
         return True
 
+    _abandoned = False
+
     def deliver(self, events: list) -> None:
-        if self._ensure_process():
+        if not self._abandoned and self._ensure_process():
             self.process.deliver(events, self._engine_part() if self.metrics else None)
-        else:  # waiting out the backoff: nothing runs to take them
+        else:  # waiting out the backoff, or abandoned: nothing runs to take them
             self._past["export_lost_spans"] += span_count(events)
 
     def _engine_part(self) -> dict:
@@ -250,7 +259,10 @@ class ProcessOutput:
             )
 
     def abandon(self) -> None:
-        """Shutdown ran out of time: stop the exporter process now (it may be stopped or hung)."""
+        """Shutdown ran out of time: stop the exporter process now (it may be stopped or hung);
+        what it held, what waits to be sent and what is delivered from here on is counted lost,
+        and no replacement is started."""
+        self._abandoned = True
         if self.process is not None and os.getpid() == self.pid:
             self.process.kill()
 

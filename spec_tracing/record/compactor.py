@@ -137,7 +137,7 @@ def _time_stats(req: Any) -> Any:
 
 
 def _handles(stats: list) -> tuple:
-    return tuple(st.handle for st in stats if st.sampled)
+    return tuple([st.handle for st in stats if st.sampled])
 
 
 class Materializer:
@@ -178,8 +178,8 @@ class Materializer:
             self.deliver(out)
 
     def _resolve(self, reqs: tuple) -> tuple:
-        """(ReqTimeStats, their indices in reqs, requests without one, sampled handles, the
-        batch's time in the spec stages not yet added to its requests)."""
+        """(ReqTimeStats, their indices in reqs (None: all of them), requests without one,
+        sampled handles, the batch's time in the spec stages not yet added to its requests)."""
         last = self._last
         if last is not None:
             try:
@@ -189,17 +189,22 @@ class Materializer:
             if same:
                 return last[1]
             self._settle_times()
-        stats, keep, missing = [], [], []
-        for i, req in enumerate(reqs):
-            # The usual cases inline (a call per request costs as much as the rest).
-            st = req if type(req) is ReqTimeStats else getattr(req, "time_stats", None)
-            if type(st) is not ReqTimeStats:
-                st = _time_stats(req)
-            if st is None:
-                missing.append(req)
-            elif st is not _UNTRACED:
-                stats.append(st)
-                keep.append(i)
+        # The usual case first, without a call per request (a call costs as much as the rest):
+        # every request is or holds its ReqTimeStats at .time_stats.
+        stats = [req if type(req) is ReqTimeStats else getattr(req, "time_stats", None)
+                 for req in reqs]  # fmt: skip
+        keep, missing = None, []
+        if set(map(type, stats)) != {ReqTimeStats} and stats:
+            found, keep = [], []
+            for i, (req, st) in enumerate(zip(reqs, stats, strict=True)):
+                if type(st) is not ReqTimeStats:
+                    st = _time_stats(req)
+                if st is None:
+                    missing.append(req)
+                elif st is not _UNTRACED:
+                    found.append(st)
+                    keep.append(i)
+            stats = found
         resolved = (stats, keep, missing, _handles(stats), [0.0, 0.0, 0.0, None, None, None])
         self._last = (reqs, resolved)
         return resolved
@@ -280,7 +285,7 @@ class Materializer:
                 # The width actually offered this round: the batch's, if not given per request;
                 # unknown otherwise (the round then counts for accept_length only).
                 prop = [_count(batch_attrs.get(SpanAttr.NUM_STEPS, -1))] * n
-            if len(keep) < n:  # requests without stats left out
+            if keep is not None:  # requests without stats left out
                 acc = [acc[i] for i in keep]
                 prop = [prop[i] for i in keep]
             if None in acc:  # counts out of range: only those requests' rounds are lost

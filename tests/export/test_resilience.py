@@ -169,6 +169,47 @@ def test_forked_child_gets_its_own_exporter_and_nothing_is_duplicated(monkeypatc
     assert sorted(roots) == sorted(expected)  # each exactly once
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_exporting_in_thread_with_step_sampling_starts_clean(tmp_path):
+    """The parent's held steps and open requests stay the parent's: the child accounts for
+    exactly the spans it offered, and the ledger's identity holds there."""
+    from spec_tracing import ledger
+    from spec_tracing.wire import record_span_count
+
+    spec_tracing.enable(exporter="file", file=str(tmp_path / "t.jsonl"), export_process=False,
+                        step_sample_ratio=0.5, step_keep="none", metrics=False)  # fmt: skip
+    _phase("parent", n=20)  # the sampler holds decisions and counts of its own
+    held = [ReqTimeStats(rid=f"open-{i}") for i in range(5)]  # open in the parent's assembler
+    record_batch_stage(held, RequestStage.SPEC_DRAFT, 1.0, 1.001)
+    spec_tracing.flush(timeout_ms=5000)
+    assert lifecycle.stats()["sampled_out_spans"] > 0
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            offered = [0]
+            lifecycle.add_record_listener(
+                lambda rs: offered.__setitem__(0, offered[0] + sum(map(record_span_count, rs)))
+            )
+            _phase("child", n=4)
+            spec_tracing.shutdown(timeout_ms=10_000)
+            stats = lifecycle.last_stats()
+            os.write(write, repr((offered[0], ledger.gap(stats, offered[0]),
+                                  stats["sampled_out_spans"])).encode())  # fmt: skip
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    answer = os.read(read, 4096).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    offered, gap, sampled_out = eval(answer)
+    assert offered == 16 and gap == 0 and sampled_out <= offered
+    del held
+
+
 def test_a_request_dropped_without_finishing_ends_with_an_error(spec_spans):
     req = Req("lost")
     req.time_stats.set_spec_draft_start_time()
