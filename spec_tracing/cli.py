@@ -140,12 +140,11 @@ def _where(settings) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import json
     import logging
 
     from .report.html import render_html
     from .report.jaeger import to_jaeger
-    from .report.otlp_json import TraceFileError, read_spans
+    from .report.otlp_json import TraceFileError, dumps, read_spans
     from .report.perfetto import to_trace_events
     from .report.summary import TraceSummary, render_requests
     from .stages import RequestStage
@@ -157,33 +156,56 @@ def _report(args: argparse.Namespace) -> int:
         return 2
     try:
         spans = read_spans(args.file)
+        summary = TraceSummary()
+        for s in spans:
+            summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+        text = summary.render()
+        roots = [s for s in spans if s.name == RequestStage.REQUEST.name]
+        listing = render_requests(roots, spans) if args.requests else None
+        outputs = []
+        if args.html:
+            outputs.append((args.html, render_html(spans, text, os.path.basename(args.file))))
+        if args.jaeger_json:
+            outputs.append((args.jaeger_json, dumps(to_jaeger(spans))))
+        if args.perfetto:
+            outputs.append((args.perfetto, dumps(to_trace_events(spans))))
     except TraceFileError as exc:
         print(f"spec-tracing report: {exc}", file=sys.stderr)
         return 2
-    summary = TraceSummary()
-    for s in spans:
-        summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
-    text = summary.render()
+    except _BAD_VALUE as exc:  # a value of the wrong type or out of range in a valid line
+        print(f"spec-tracing report: {args.file}: a value the report cannot use "
+              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
+        return 2
     print(text)
-    if args.requests:
+    if listing is not None:
         print()
-        print(render_requests([s for s in spans if s.name == RequestStage.REQUEST.name], spans))
-    outputs = []
-    if args.html:
-        outputs.append((args.html, lambda: render_html(spans, text, os.path.basename(args.file))))
-    if args.jaeger_json:
-        outputs.append((args.jaeger_json, lambda: json.dumps(to_jaeger(spans))))
-    if args.perfetto:
-        outputs.append((args.perfetto, lambda: json.dumps(to_trace_events(spans))))
-    for path, render in outputs:
+        print(listing)
+    for path, content in outputs:
         try:
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(render())
+            _replace(path, content)
         except OSError as exc:
             print(f"spec-tracing report: cannot write {path} ({exc.strerror})", file=sys.stderr)
             return 2
         print(f"wrote {path}")
     return 0
+
+
+_BAD_VALUE = (ValueError, TypeError, OverflowError, KeyError, AttributeError, RecursionError)
+
+
+def _replace(path: str, content: str) -> None:
+    """Write `path` as a new file (a temporary one beside it, then renamed over it): a write
+    that fails leaves what was there, and a hard link to the input is not written through."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _check_outputs(args: argparse.Namespace) -> str | None:

@@ -27,7 +27,7 @@ from importlib import resources
 
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from .otlp_json import OtlpSpan, by_root
+from .otlp_json import OtlpSpan, by_root, dumps
 
 ROOT = RequestStage.REQUEST.name
 MAX_REQUESTS = 500
@@ -192,7 +192,7 @@ def _asset(name: str) -> str:
 
 
 def render_html(spans: list[OtlpSpan], summary_text: str, title: str) -> str:
-    payload = json.dumps(build_payload(spans, summary_text, title), separators=(",", ":"))
+    payload = dumps(build_payload(spans, summary_text, title))
     # "</" or "<!--" inside a string would end or change the script element early.
     payload = payload.replace("</", "<\\/").replace("<!--", "<\\u0021--")
     return (

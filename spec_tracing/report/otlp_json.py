@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -120,8 +121,9 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
                             for x in s.get("links", [])
                         ],
                     )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise TraceFileError(f"{where}: malformed span ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        why = f"{type(exc).__name__}: {exc!s:.120}"
+        raise TraceFileError(f"{where}: malformed span ({why})") from None
 
 
 def read_spans(path: str) -> list[OtlpSpan]:
@@ -129,7 +131,9 @@ def read_spans(path: str) -> list[OtlpSpan]:
     line (a run cut off mid-write), which is skipped with a warning."""
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            # Lines end at "\n" only: U+2028, U+2029 and U+0085 are valid inside JSON strings
+            # (str.splitlines would cut a line there).
+            lines = f.read().split("\n")
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError:
@@ -142,6 +146,8 @@ def read_spans(path: str) -> list[OtlpSpan]:
         where = f"{path}:{number}"
         try:
             doc = json.loads(line)
+        except RecursionError:
+            raise TraceFileError(f"{where}: JSON nested too deep to read") from None
         except json.JSONDecodeError as exc:
             if index == len(numbered) - 1 and line.lstrip().startswith("{"):
                 logger.warning("%s: truncated last line skipped (%s)", where, exc.msg)
@@ -166,3 +172,22 @@ def by_root(spans: list[OtlpSpan], root_name: str = "spec_request") -> tuple:
         else:
             orphans.setdefault(s.trace_id, []).append(s)
     return roots, children, orphans
+
+
+def json_safe(value: object) -> object:
+    """`value` with every non-finite float as OTLP JSON writes it ("NaN", "Infinity",
+    "-Infinity"): json.dumps would write bare NaN, which no JSON reader takes."""
+    if type(value) is float:
+        if math.isfinite(value):
+            return value
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(value: object) -> str:
+    """JSON text for the report's outputs: strict JSON whatever the trace held."""
+    return json.dumps(json_safe(value), allow_nan=False, separators=(",", ":"))

@@ -137,10 +137,18 @@ def provenance(rounds: list) -> str | None:
     )
     if not rounds:
         return None
-    text = "." * int(rounds[0].attributes[SpanAttr.OUTPUT_OFFSET])
+    # Nothing longer than the line is built, whatever a count in the file says.
+    text = "." * _at_most(rounds[0].attributes[SpanAttr.OUTPUT_OFFSET], PROVENANCE_WIDTH + 1)
     for span in rounds:
-        text += "|" + "a" * int(span.attributes.get(SpanAttr.ACCEPTED_TOKENS, 0)) + "B"
+        if len(text) > PROVENANCE_WIDTH:
+            break
+        accepted = _at_most(span.attributes.get(SpanAttr.ACCEPTED_TOKENS, 0), PROVENANCE_WIDTH)
+        text += "|" + "a" * accepted + "B"
     return text if len(text) <= PROVENANCE_WIDTH else text[: PROVENANCE_WIDTH - 1] + "…"
+
+
+def _at_most(value: object, bound: int) -> int:
+    return max(0, min(int(value), bound))
 
 
 def render_requests(roots, spans=()) -> str:

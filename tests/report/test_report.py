@@ -279,3 +279,108 @@ def test_a_reader_that_leaves_early_gets_no_traceback(captured):
         err = proc.stderr.read()
         proc.wait(60)
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def _span(name, attrs, span_id="0000000000000001", parent=""):
+    return {"traceId": "0" * 31 + "1", "spanId": span_id, "parentSpanId": parent, "name": name,
+            "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+            "attributes": [{"key": k, "value": v} for k, v in attrs.items()]}  # fmt: skip
+
+
+def _doc(spans, resource=()):
+    return json.dumps({"resourceSpans": [{"resource": {"attributes": list(resource)},
+                                          "scopeSpans": [{"spans": spans}]}]})  # fmt: skip
+
+
+_ROUNDS = "spec_decode.verify_rounds"
+_HOSTILE = {
+    "rounds-text": _doc([_span("spec_request", {_ROUNDS: {"stringValue": "x"}})]),
+    "rounds-nan": _doc([_span("spec_request", {_ROUNDS: {"doubleValue": "NaN"}})]),
+    "rounds-infinity": _doc([_span("spec_request", {_ROUNDS: {"doubleValue": "Infinity"}})]),
+    "name-a-dict": _doc([{**_span("x", {}), "name": {"a": 1}}]),
+    "service-name-a-list": _doc(
+        [_span("spec_request", {})],
+        [{"key": "service.name", "value": {"arrayValue": {"values": [{"stringValue": "a"}]}}}],
+    ),
+    "nested-100k-deep": "[" * 100_000 + "]" * 100_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HOSTILE))
+def test_hostile_values_are_one_line_and_exit_2(tmp_path, name):
+    path = tmp_path / "t.jsonl"
+    path.write_text(_HOSTILE[name] + "\n")
+    outputs = ("--html", tmp_path / "v.html", "--perfetto", tmp_path / "p.json",
+               "--jaeger-json", tmp_path / "j.json")  # fmt: skip
+    done = _cli("report", str(path), "--requests", *map(str, outputs))
+    assert done.returncode == 2, done.stdout
+    assert done.stderr.startswith("spec-tracing report: ") and done.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.html"))
+
+
+def test_no_allocation_is_sized_by_a_count_in_the_file(tmp_path):
+    huge = {"intValue": str(1_500_000_000)}
+    path = tmp_path / "t.jsonl"
+    path.write_text(_doc([
+        _span("spec_request", {}),
+        _span("spec_verify", {"spec_decode.output_offset": huge,
+                              "spec_decode.num_accepted_tokens": huge},
+              span_id="0000000000000002", parent="0000000000000001"),
+    ]) + "\n")  # fmt: skip
+    code = ("import resource, sys; from spec_tracing.cli import main; rc = main(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code, "report", str(path), "--requests"],
+                          env=clean_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    peak_kib = int(done.stdout.strip().splitlines()[-1])
+    assert peak_kib < 400 * 1024  # a 1.5e9-character line would be 1.5 GB at least
+    assert "  tokens  " in done.stdout
+
+
+def test_non_finite_values_are_written_as_strict_json(tmp_path):
+    path = tmp_path / "t.jsonl"
+    odd = {"x": {"doubleValue": "NaN"}, "y": {"doubleValue": "-Infinity"}}
+    path.write_text(_doc([_span("spec_request", odd)]) + "\n")
+    outputs = ("--html", tmp_path / "v.html", "--perfetto", tmp_path / "p.json",
+               "--jaeger-json", tmp_path / "j.json")  # fmt: skip
+    done = _cli("report", str(path), *map(str, outputs))
+    assert done.returncode == 0, done.stderr
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in the output")
+
+    for out in ("p.json", "j.json"):
+        text = (tmp_path / out).read_text()
+        json.loads(text, parse_constant=refuse)
+        assert '"NaN"' in text and '"-Infinity"' in text
+    page = (tmp_path / "v.html").read_text()
+    data = page.split("<script id='spec-data' type='application/json'>")[1].split("</script>")[0]
+    json.loads(data, parse_constant=refuse)
+
+
+def test_line_separators_inside_strings_are_part_of_the_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    text = _doc([_span("spec_request", {"x": {"stringValue": "a\u2028b\u0085c\u2029d"}})])
+    path.write_text(text.replace("\\u2028", "\u2028").replace("\\u0085", "\u0085")
+                    .replace("\\u2029", "\u2029") + "\n", encoding="utf-8")  # fmt: skip
+    (span,) = read_spans(str(path))
+    assert span.attributes["x"] == "a\u2028b\u0085c\u2029d"
+
+
+def test_an_output_is_replaced_whole_never_written_through_a_link(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(_doc([_span("spec_request", {})]) + "\n")
+    before = path.read_text()
+    link = tmp_path / "link.json"
+    link.hardlink_to(path)  # an output name that is another name of the input
+    done = _cli("report", str(path), "--perfetto", str(link))
+    assert done.returncode == 0, done.stderr
+    assert path.read_text() == before  # the input is as it was
+    assert "traceEvents" in link.read_text()
+    # A render that fails leaves the output that was there.
+    link.write_text("previous")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(_HOSTILE["rounds-nan"] + "\n")
+    assert _cli("report", str(bad), "--perfetto", str(link)).returncode == 2
+    assert link.read_text() == "previous"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
