@@ -146,7 +146,10 @@ SPEC_VARS: tuple[Var, ...] = (
         "spec-traces.jsonl",
         _path,
         "Output of the file exporter: one OTLP JSON export request per line (the OpenTelemetry "
-        "Collector file exporter's format). Appended to.",
+        "Collector file exporter's format). Appended to, whole lines only (a write the disk "
+        "cannot hold is cut back and counted failed); opened again when renamed or deleted "
+        "(log rotation). Refused: a regular file another user owns or others may write, and "
+        "a symbolic link in a folder others may write.",
     ),
     Var(
         "SPEC_TRACING_QUEUE_SIZE",

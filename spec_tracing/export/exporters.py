@@ -9,6 +9,7 @@ and its otlpjsonfile receiver reads.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import threading
@@ -46,22 +47,56 @@ def spans_to_otlp_json(spans: Sequence[ReadableSpan]) -> dict:
 
 
 class OtlpJsonFileExporter(SpanExporter):
-    """Appends one OTLP/JSON export request per line to `path`."""
+    """Appends one OTLP/JSON export request per line to `path`.
+
+    Whole lines only: a write the disk cannot hold is cut back to the line before it and fails
+    (counted); the path is opened again when it no longer names the open file (renamed or
+    deleted by a log rotation), as logging.handlers.WatchedFileHandler does
+    (tests/export/test_file_exporter.py)."""
 
     def __init__(self, path: str):
         self.path = path
         self._lock = threading.Lock()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in shutdown
+        self._fd: int | None = open_trace_file(path)
+        self._id = _identity(os.fstat(self._fd))
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
-        line = json.dumps(spans_to_otlp_json(spans), separators=(",", ":"))
+        data = (json.dumps(spans_to_otlp_json(spans), separators=(",", ":")) + "\n").encode()
         with self._lock:
-            if self._file.closed:
+            if self._fd is None:
                 return SpanExportResult.FAILURE
-            self._file.write(line + "\n")
-            self._file.flush()
+            try:
+                self._follow_path()
+                return self._append(data)
+            except OSError:
+                return SpanExportResult.FAILURE
+
+    def _follow_path(self) -> None:
+        try:
+            current = _identity(os.stat(self.path, follow_symlinks=False))
+        except FileNotFoundError:
+            current = None
+        if current != self._id:
+            fd = open_trace_file(self.path)
+            os.close(self._fd)
+            self._fd, self._id = fd, _identity(os.fstat(fd))
+
+    def _append(self, data: bytes) -> SpanExportResult:
+        fd = self._fd
+        start = os.lseek(fd, 0, os.SEEK_END)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:  # ENOSPC, EFBIG (RLIMIT_FSIZE), EIO: no part of this line stays
+            try:
+                if os.fstat(fd).st_size == start + written:  # only this line's bytes follow
+                    os.ftruncate(fd, start)
+            except OSError:
+                pass
+            return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
@@ -69,7 +104,36 @@ class OtlpJsonFileExporter(SpanExporter):
 
     def shutdown(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def open_trace_file(path: str, flags: int = 0) -> int:
+    """The trace file, opened for append. In a directory others may write (/tmp), a symbolic
+    link is not followed; a regular file that another user owns, or that others may write, is
+    refused: either would send the spans wherever whoever planted it chose. Devices and pipes
+    (/dev/stdout, a FIFO) are taken as they are. OSError (with the reason) otherwise."""
+    import stat
+
+    folder = os.path.dirname(os.path.abspath(path))
+    shared = bool(os.stat(folder).st_mode & stat.S_IWOTH)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | flags
+                 | (os.O_NOFOLLOW if shared else 0), 0o600)  # fmt: skip
+    st = os.fstat(fd)
+    problem = None
+    if stat.S_ISREG(st.st_mode) and st.st_uid != os.geteuid():
+        problem = f"owned by another user (uid {st.st_uid})"
+    elif stat.S_ISREG(st.st_mode) and st.st_mode & stat.S_IWOTH:
+        problem = "writable by any user (chmod o-w to use it)"
+    if problem:
+        os.close(fd)
+        raise OSError(errno.EPERM, problem)
+    return fd
 
 
 def _otlp_exporter(otel: Mapping[str, str]) -> SpanExporter:
@@ -92,17 +156,16 @@ _RECONNECT = (
 def check_span_exporter(settings: Settings) -> None:
     """Fail at enable() for what the exporter process would only find later."""
     if settings.exporter == "file":
-        import errno
-
         # O_NONBLOCK: a FIFO with no reader yet would block enable() (the engine's thread, under
         # an engine plugin) in a plain open(); here it fails at once with ENXIO.
         try:
-            os.close(os.open(settings.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT |
-                             os.O_NONBLOCK, 0o600))  # fmt: skip
+            os.close(open_trace_file(settings.file, os.O_NONBLOCK))
         except OSError as exc:
             allowed = f"a writable file path ({exc.strerror})"
             if exc.errno == errno.ENXIO:
                 allowed = "a writable file path (this is a pipe with no reader: start it first)"
+            elif exc.errno == errno.ELOOP:
+                allowed = "a writable file path (not a link: its folder is writable by others)"
             raise ConfigError("SPEC_TRACING_FILE", settings.file, allowed) from None
 
 

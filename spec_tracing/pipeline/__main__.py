@@ -6,6 +6,7 @@ at shutdown, as SGLang's Engine.shutdown does, would otherwise kill it before it
 holds); it still exits when the engine's end of the pipe closes."""
 
 import os
+import signal
 import sys
 from multiprocessing.connection import Connection
 
@@ -15,6 +16,9 @@ if __name__ == "__main__":
         print(pid, flush=True)
         os._exit(0)
     os.setsid()
+    # A file-size limit (RLIMIT_FSIZE) makes a write fail with EFBIG, which the file exporter
+    # counts, instead of killing this process.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # The engine reads one line (the pid) from stdout, then nothing. From here stdout is the
     # engine's own (STDOUT_FD), so that the console exporter and SPEC_TRACING_FILE=/dev/stdout
     # print where the engine prints; /dev/null lost them while counting them exported.
