@@ -12,6 +12,7 @@ import base64
 import errno
 import json
 import os
+import stat
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -57,8 +58,17 @@ class OtlpJsonFileExporter(SpanExporter):
     def __init__(self, path: str):
         self.path = path
         self._lock = threading.Lock()
-        self._fd: int | None = open_trace_file(path)
-        self._id = _identity(os.fstat(self._fd))
+        self._fd: int | None = None
+        self._open()
+
+    def _open(self) -> None:
+        fd = open_trace_file(self.path)
+        st = os.fstat(fd)
+        if self._fd is not None:
+            os.close(self._fd)
+        # A device or a pipe (/dev/stdout) is written as it is: no rotation, no seek.
+        self._fd, self._regular = fd, stat.S_ISREG(st.st_mode)
+        self._id = _identity(st)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if not spans:
@@ -68,31 +78,30 @@ class OtlpJsonFileExporter(SpanExporter):
             if self._fd is None:
                 return SpanExportResult.FAILURE
             try:
-                self._follow_path()
+                if self._regular:
+                    self._follow_path()
                 return self._append(data)
             except OSError:
                 return SpanExportResult.FAILURE
 
     def _follow_path(self) -> None:
         try:
-            current = _identity(os.stat(self.path, follow_symlinks=False))
+            current = _identity(os.stat(self.path))
         except FileNotFoundError:
             current = None
         if current != self._id:
-            fd = open_trace_file(self.path)
-            os.close(self._fd)
-            self._fd, self._id = fd, _identity(os.fstat(fd))
+            self._open()
 
     def _append(self, data: bytes) -> SpanExportResult:
         fd = self._fd
-        start = os.lseek(fd, 0, os.SEEK_END)
+        start = os.lseek(fd, 0, os.SEEK_END) if self._regular else 0
         written = 0
         try:
             while written < len(data):
                 written += os.write(fd, data[written:])
         except OSError:  # ENOSPC, EFBIG (RLIMIT_FSIZE), EIO: no part of this line stays
             try:
-                if os.fstat(fd).st_size == start + written:  # only this line's bytes follow
+                if self._regular and os.fstat(fd).st_size == start + written:  # ours alone
                     os.ftruncate(fd, start)
             except OSError:
                 pass
@@ -118,8 +127,6 @@ def open_trace_file(path: str, flags: int = 0) -> int:
     link is not followed; a regular file that another user owns, or that others may write, is
     refused: either would send the spans wherever whoever planted it chose. Devices and pipes
     (/dev/stdout, a FIFO) are taken as they are. OSError (with the reason) otherwise."""
-    import stat
-
     folder = os.path.dirname(os.path.abspath(path))
     shared = bool(os.stat(folder).st_mode & stat.S_IWOTH)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | flags
