@@ -43,6 +43,16 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def utf8(text: str) -> bytes:
+    """`text` as UTF-8; a lone surrogate (which UTF-8 cannot hold, and which would fail the
+    whole export request) written as its escape, `\\ud800`
+    (tests/export/test_otlp_proto.py::test_a_lone_surrogate_costs_nothing)."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace")
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
@@ -57,7 +67,7 @@ def _any_value(value: object) -> bytes:
         return b"\x21" + struct.pack("<d", value)
     if isinstance(value, (list, tuple)):
         return _field(5, b"".join(_field(1, _any_value(v)) for v in value))
-    return _field(1, str(value).encode())
+    return _field(1, utf8(str(value)))
 
 
 _SMALL = [bytes([i]) for i in range(0x80)]
@@ -72,7 +82,7 @@ def _key_value(key: str, value: object) -> bytes:
             return cached
     prefix = _key_cache.get(key)
     if prefix is None:
-        prefix = _key_cache[key] = _field(1, key.encode())
+        prefix = _key_cache[key] = _field(1, utf8(key))
     encoded = _field(9, prefix + _field(2, _any_value(value)))
     if type(value) is int and 0 <= value < 4096 and len(_kv_cache) < 65536:
         _kv_cache[(key, value)] = encoded
@@ -83,7 +93,7 @@ def encode_attributes(attributes: Mapping[str, object], field: int = 1) -> bytes
     """KeyValues as repeated `field` (1 in Resource, 3 in InstrumentationScope... see callers)."""
     out = b""
     for key, value in attributes.items():
-        kv = _field(1, key.encode()) + _field(2, _any_value(value))
+        kv = _field(1, utf8(key)) + _field(2, _any_value(value))
         out += _field(field, kv)
     return out
 
@@ -166,7 +176,7 @@ def _stage_spans(name: str, batch_attrs: dict, rows: list) -> list[bytes]:
     # The hot loop of the exporter process (~1 us a span): a request's ids, a step's attributes
     # and a batch's times are encoded once and joined per span; span ids come 8 random bytes at
     # a time from one draw per record.
-    name_field = _field(5, name.encode()) + _KIND_INTERNAL
+    name_field = _field(5, utf8(name)) + _KIND_INTERNAL
     shared = b"".join(_key_value(k, v) for k, v in batch_attrs.items())
     offset, prefix, ids_of, fields_of = clock_offset_ns(), _SPAN_PREFIX, _request_ids, _step_fields
     random_ids = ids.randbytes(8 * len(rows))
@@ -192,7 +202,7 @@ def _root_span(trace_id, span_id, parent, t0, t1, attrs, error) -> bytes:
     encoded = b"".join(_key_value(k, v) for k, v in attrs.items())
     status = _STATUS_UNSET
     if error is not None:
-        status = _field(15, _field(2, str(error).encode()) + b"\x18\x02")  # STATUS_CODE_ERROR
+        status = _field(15, _field(2, utf8(str(error))) + b"\x18\x02")  # STATUS_CODE_ERROR
     parent_id = parent[1] if parent is not None else None
     flags = _FLAGS_REMOTE if parent is not None else _FLAGS_LOCAL
     return _span(
@@ -208,7 +218,7 @@ class OtlpEncoder:
         self, resource_attributes: Mapping[str, object], scope_name: str, scope_version: str
     ):
         self._resource = _field(1, encode_attributes(resource_attributes, 1))
-        self._scope = _field(1, _field(1, scope_name.encode()) + _field(2, scope_version.encode()))
+        self._scope = _field(1, _field(1, utf8(scope_name)) + _field(2, utf8(scope_version)))
 
     def spans(self, records: list) -> list[bytes]:
         """Each record's spans, encoded (ScopeSpans.spans fields)."""

@@ -3,6 +3,7 @@ internals the exporter leans on (sdk_private.py)."""
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -125,3 +126,26 @@ def test_a_provider_without_the_processor_hook_gets_an_error_naming_the_sdk():
         assert "_active_span_processor" in str(exc) and "opentelemetry-sdk" in str(exc)
     else:
         raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_a_lone_surrogate_costs_nothing(monkeypatch, export_process):
+    """A request id or attribute with a lone surrogate (UTF-8 cannot hold it) is written as its
+    escape; its batch's other spans, and the span itself, arrive."""
+    import spec_tracing
+    from spec_tracing import ReqTimeStats, lifecycle
+
+    with OtlpReceiver("http") as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+        spec_tracing.enable(exporter="otlp", metrics=False, export_process=export_process)
+        for i in range(50):
+            odd = {"k\udc00": "v\udfff"} if i == 4 else None
+            ReqTimeStats(rid="bad-\ud800" if i == 3 else f"ok-{i}", attributes=odd).finish()
+        spec_tracing.shutdown(10_000)
+        receiver.wait_for_spans(50)
+        ids = {s.attributes[SpanAttr.REQUEST_ID]: s for s in receiver.spans()}
+    stats = lifecycle.last_stats()
+    assert stats["spans"] == 50 and stats["export_failed_spans"] == 0
+    assert "bad-\\ud800" in ids
+    assert ids["ok-4"].attributes["k\\udc00"] == "v\\udfff"
