@@ -12,7 +12,7 @@ from collections import deque
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from ..wire import record_span_count
+from ..wire import ROOT_RECORD, record_span_count
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,15 @@ class Writer:
         return self.queued + self.in_flight if self.stopping else 0
 
     def put(self, records: list) -> None:
+        if sum(map(record_span_count, records)) > self.capacity - self.queued:
+            # More than fits: roots first, in chunks of their own, so that what is dropped is
+            # steps (tests/export/test_resilience.py::test_a_drain_larger_than_the_queue_*).
+            self._put_chunks([r for r in records if r[0] == ROOT_RECORD])
+            self._put_chunks([r for r in records if r[0] != ROOT_RECORD])
+        else:
+            self._put_chunks(records)
+
+    def _put_chunks(self, records: list) -> None:
         # Chunks of at most BATCH_SPANS spans, so one export request stays ~1 MB (gRPC
         # receivers refuse messages over 4 MB by default).
         chunk: list = []

@@ -74,6 +74,31 @@ def span_count(events: list) -> int:
     return count
 
 
+def fit(events: list, room: int) -> tuple[list, int]:
+    """The events to send when their spans exceed `room`, and the spans left out: what makes
+    no span (starts, the metrics' input, unsampled ends) always, then roots, then steps in
+    order while they fit
+    (tests/export/test_resilience.py::test_a_drain_larger_than_the_queue_keeps_roots_first)."""
+    roots_room = room
+    room -= min(room, sum(event[4][0] for event in events if event[0] == FINISH))
+    keep, dropped = [], 0
+    for event in events:
+        kind = event[0]
+        if kind == FINISH and event[4][0]:
+            if not roots_room:
+                dropped += 1
+                continue
+            roots_room -= 1
+        elif kind == END or kind == SLICE:
+            n = len(event[4] if kind == SLICE else event[3])
+            if n > room:
+                dropped += n
+                continue
+            room -= n
+        keep.append(event)
+    return keep, dropped
+
+
 class ExportProcess:
     """One exporter process: `deliver(events)`, `flush(timeout)`, `shutdown(timeout)`, and the
     counts it reported."""
@@ -202,6 +227,11 @@ class ExportProcess:
             self._sent_counts = dict(engine_counts)
             self._enqueue(pickle.dumps((ENGINE_COUNTS, self._sent_counts)), 0, control=True)
         spans = span_count(events)
+        room = self._queue_spans - self._pending_spans  # only this thread adds spans to it
+        if spans > room:  # keep what fits, roots first, rather than nothing
+            events, dropped = fit(events, max(room, 0))
+            self.dropped_spans += dropped
+            spans -= dropped
         try:
             payload = pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
         except Exception:  # one unpicklable value must not cost the whole drain

@@ -446,3 +446,29 @@ def test_a_trickling_http_collector_holds_a_metrics_export_no_longer_than_its_ti
         provider.shutdown(timeout_millis=1000)
     finally:
         collector.release()
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_a_drain_larger_than_the_queue_keeps_roots_first(tmp_path, export_process):
+    """One drain of 600 requests x (3 steps + a root) = 2,400 spans into a 1,000-span queue:
+    every root is kept, steps fill what is left, and the rest is counted dropped."""
+    from spec_tracing import ledger
+    from spec_tracing.report.otlp_json import read_spans
+
+    trace = tmp_path / "t.jsonl"
+    spec_tracing.enable(exporter="file", file=str(trace), export_process=export_process,
+                        export_queue_spans=1000, drain_interval_ms=10_000,
+                        metrics=False)  # fmt: skip
+    reqs = [ReqTimeStats(rid=f"r{i}") for i in range(600)]
+    for _ in range(3):
+        t = spec_tracing.record.hotpath.perf_counter()
+        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
+    for r in reqs:
+        r.finish()
+    spec_tracing.flush(10_000)  # one drain: everything above
+    spec_tracing.shutdown(10_000)
+    stats = lifecycle.last_stats()
+    spans = read_spans(str(trace))
+    assert sum(s.name == "spec_request" for s in spans) == 600
+    assert stats["export_dropped_spans"] > 0 and stats["spans"] == len(spans)
+    assert ledger.gap(stats, 2400) == 0, stats
