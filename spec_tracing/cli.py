@@ -164,7 +164,8 @@ def _report(args: argparse.Namespace) -> int:
         listing = render_requests(roots, spans) if args.requests else None
         outputs = []
         if args.html:
-            outputs.append((args.html, render_html(spans, text, os.path.basename(args.file))))
+            name = os.path.basename(args.file)
+            outputs.append((args.html, render_html(spans, text, name, args.select)))
         if args.jaeger_json:
             outputs.append((args.jaeger_json, dumps(to_jaeger(spans))))
         if args.perfetto:
@@ -206,6 +207,15 @@ def _replace(path: str, content: str) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def _select(text: str) -> tuple:
+    from .report.html import parse_select
+
+    try:
+        return parse_select(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--select ")) from None
 
 
 def _check_outputs(args: argparse.Namespace) -> str | None:
@@ -327,6 +337,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT.html",
         help="write a self-contained page: waterfall per request, "
         "acceptance over time (no network needed to view it)",
+    )
+    report.add_argument(
+        "--select",
+        type=_select,
+        default=("first", 500),
+        metavar="HOW",
+        help="which requests the --html page carries: first:N | slowest:N | lowest_accept:N | "
+        "window:START-END (seconds from the trace's start) | ids:A,B | all; traces whose root "
+        "is not in the file are chosen the same way (default: first:500)",
     )
     report.add_argument(
         "--jaeger-json",

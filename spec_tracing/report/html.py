@@ -90,10 +90,76 @@ def _runs(roots: list[OtlpSpan]) -> list[int]:
     return out
 
 
-def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
+SELECT_FORMS = "first:N | slowest:N | lowest_accept:N | window:START-END (s) | ids:A,B | all"
+
+
+def parse_select(text: str) -> tuple[str, object]:
+    """`--select` as (kind, argument); ValueError naming what is allowed."""
+    kind, _, arg = text.partition(":")
+    try:
+        if kind == "all" and not arg:
+            return kind, None
+        if kind in ("first", "slowest", "lowest_accept"):
+            n = int(arg)
+            if n < 1:
+                raise ValueError
+            return kind, n
+        if kind == "window":
+            lo, _, hi = arg.partition("-")
+            bounds = (float(lo), float(hi))
+            if not (0 <= bounds[0] < bounds[1] < float("inf")):
+                raise ValueError
+            return kind, bounds
+        if kind == "ids" and arg.strip(","):
+            return kind, {i for i in arg.split(",") if i}
+    except ValueError:
+        pass
+    raise ValueError(f"--select {text!r}: expected {SELECT_FORMS}")
+
+
+def _start(group: list[OtlpSpan]) -> int:
+    return min(s.start_ns for s in group)
+
+
+def select(roots: list, orphans: dict, how: tuple[str, object]) -> tuple[list, list, str]:
+    """The roots (by start) and orphan traces (trace id, spans) the page carries, and how they
+    were chosen, in words. At most MAX_REQUESTS of each unless `all` or `ids` says otherwise."""
+    kind, arg = how
+    lanes = sorted(orphans.items(), key=lambda kv: _start(kv[1]))
+    if kind == "all":
+        return roots, lanes, "all"
+    if kind == "ids":
+        chosen = [r for r in roots if str(r.attributes.get(SpanAttr.REQUEST_ID, r.span_id)) in arg]
+        return chosen, [], f"the {len(chosen)} requests named by --select ids:"
+    if kind == "window":
+        t0 = min([r.start_ns for r in roots] + [_start(g) for _, g in lanes], default=0)
+        lo, hi = (t0 + int(b * 1e9) for b in arg)
+        chosen = [r for r in roots if r.end_ns >= lo and r.start_ns <= hi][:MAX_REQUESTS]
+        lanes = [(t, g) for t, g in lanes if lo <= _start(g) <= hi][:MAX_REQUESTS]
+        return chosen, lanes, f"those between {arg[0]:g} s and {arg[1]:g} s"
+    n = arg
+    if kind == "slowest":
+        chosen = sorted(roots, key=lambda r: r.start_ns - r.end_ns)[:n]
+        words = f"the {n} slowest"
+    elif kind == "lowest_accept":
+
+        def rate(r):
+            value = r.attributes.get(SpanAttr.ACCEPT_RATE)
+            ok = isinstance(value, int | float) and value == value
+            return value if ok else float("inf")
+
+        chosen = sorted(roots, key=rate)[:n]
+        words = f"the {n} with the lowest accept rate"
+    else:
+        chosen, words = roots[:n], f"the first {n} by start"
+    return sorted(chosen, key=lambda r: r.start_ns), lanes[:n], words
+
+
+def build_payload(spans: list[OtlpSpan], summary_text: str, title: str,
+                  how: tuple[str, object] = ("first", MAX_REQUESTS)) -> dict:  # fmt: skip
     roots, children, orphans = by_root(spans, ROOT)
-    shown = roots[:MAX_REQUESTS]
-    firsts = [r.start_ns for r in shown] + [min(c.start_ns for c in g) for g in orphans.values()]
+    shown, lanes, chosen_by = select(roots, orphans, how)
+    firsts = [r.start_ns for r in shown] + [_start(g) for _, g in lanes]
     t0 = min(firsts, default=0)
     names, keys, attrsets = _Interner(), _Interner(), _Interner()
     for name in (
@@ -157,7 +223,7 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
     for r in requests:
         bounds = run_bounds[r["run"]]
         bounds[0], bounds[1] = min(bounds[0], r["start"]), max(bounds[1], r["start"] + r["dur"])
-    for trace_id, stages in sorted(orphans.items()):
+    for trace_id, stages in lanes:
         start = min(s.start_ns for s in stages) - t0
         end = max(s.end_ns for s in stages) - t0
         run = next((n for n, (a, b) in run_bounds.items() if a <= start <= b), 0)
@@ -171,6 +237,10 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str) -> dict:
         "title": title,
         "summary": summary_text,
         "total_requests": len(roots),
+        "total_orphans": len(orphans),
+        "shown_orphans": len(lanes),
+        "chosen_by": chosen_by,
+        "select_forms": SELECT_FORMS,
         "runs": max((r["run"] for r in requests), default=0) + 1,
         "bar_fields": BAR_FIELDS,
         "names": names.items,
@@ -191,8 +261,9 @@ def _asset(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def render_html(spans: list[OtlpSpan], summary_text: str, title: str) -> str:
-    payload = dumps(build_payload(spans, summary_text, title))
+def render_html(spans: list[OtlpSpan], summary_text: str, title: str,
+                how: tuple[str, object] = ("first", MAX_REQUESTS)) -> str:  # fmt: skip
+    payload = dumps(build_payload(spans, summary_text, title, how))
     # "</" or "<!--" inside a string would end or change the script element early.
     payload = payload.replace("</", "<\\/").replace("<!--", "<\\u0021--")
     return (

@@ -440,8 +440,13 @@
     drawAxis();
     drawWaterfall();
     drawPositions();
-    const more = D.total_requests > D.requests.length
-      ? " (the first " + D.requests.length + " of " + D.total_requests + " in the file, by start)" : "";
+    const carried = D.requests.length - D.shown_orphans;
+    const left = D.total_requests - carried, leftLanes = D.total_orphans - D.shown_orphans;
+    const more = left > 0 || leftLanes > 0
+      ? " (the page carries " + D.chosen_by + ": " + carried + " of " + D.total_requests
+        + " requests" + (D.total_orphans ? ", " + D.shown_orphans + " of " + D.total_orphans
+        + " traces without a root" : "") + "; choose others with report --select "
+        + D.select_forms + ")" : "";
     const range = view.mode === "shared"
       ? fmt(view.t0 - base) + " – " + fmt(view.t1 - base) + " (" + fmt(view.t1 - view.t0) + ")"
       : (view.f0 * 100).toFixed(2) + "% – " + (view.f1 * 100).toFixed(2) + "% of each request";

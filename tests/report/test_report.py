@@ -384,3 +384,56 @@ def test_an_output_is_replaced_whole_never_written_through_a_link(tmp_path):
     assert _cli("report", str(bad), "--perfetto", str(link)).returncode == 2
     assert link.read_text() == "previous"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def _selection_trace():
+    """1,200 requests (req-i starts at i s; req-1100 is the slowest; accept rate falls with i
+    modulo 100) and 700 traces whose root is not in the file."""
+    from spec_tracing.report.otlp_json import OtlpSpan
+
+    spans = []
+    for i in range(1200):
+        start = i * 10**9
+        dur = 10**9 * (1316 if i == 1100 else 1)
+        attrs = {SpanAttr.REQUEST_ID: f"req-{i}", SpanAttr.ACCEPT_RATE: 1 - (i % 100) / 100}
+        spans.append(OtlpSpan("spec_request", f"{i:032x}", f"{i + 1:016x}", "", start,
+                              start + dur, attrs, 0))  # fmt: skip
+    for j in range(700):
+        start = j * 10**9
+        spans.append(OtlpSpan("spec_draft", f"{10**6 + j:032x}", f"{10**6 + j:016x}",
+                              "ffffffffffffffff", start, start + 1000, {}, 0))  # fmt: skip
+    return spans
+
+
+def _ids(payload):
+    return [r["id"] for r in payload["requests"] if not r["id"].startswith("trace ")]
+
+
+def test_select_reaches_any_request_and_caps_rootless_lanes_alike():
+    from spec_tracing.report.html import build_payload, parse_select
+
+    spans = _selection_trace()
+
+    def page(text):
+        return build_payload(spans, "", "t", parse_select(text))
+
+    default = page("first:500")
+    assert _ids(default) == [f"req-{i}" for i in range(500)]
+    assert default["shown_orphans"] == 500 and default["total_orphans"] == 700
+    assert default["chosen_by"] == "the first 500 by start"
+    assert _ids(page("slowest:1")) == ["req-1100"]
+    assert _ids(page("ids:req-1100,req-7")) == ["req-7", "req-1100"]
+    lowest = _ids(page("lowest_accept:12"))
+    assert len(lowest) == 12 and all(int(i[4:]) % 100 == 99 for i in lowest)
+    window = page("window:1000-1002.5")
+    assert _ids(window) == ["req-999", "req-1000", "req-1001", "req-1002"]
+    everything = page("all")
+    assert len(_ids(everything)) == 1200 and everything["shown_orphans"] == 700
+
+
+@pytest.mark.parametrize("bad", ["slowest:0", "first:x", "window:5-2", "ids:", "every", "all:3"])
+def test_a_bad_select_names_the_value_and_what_is_allowed(bad):
+    done = _cli("report", "missing.jsonl", "--select", bad)
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"{bad!r}" in last and "slowest:N" in last and "window:START-END" in last

@@ -310,3 +310,16 @@ def test_a_hundred_requests_of_two_hundred_steps(browser, tmp_path):
     drawn = page.evaluate("specTrace.stats.drawn")
     assert drawn == {"spec_draft": 20_000, "spec_verify": 20_000, "spec_draft_extend": 20_000}
     assert len(page.evaluate("specTrace.order()")) == 100 <= MAX_REQUESTS
+
+
+def test_the_page_says_what_it_carries_and_how_to_choose_others(browser, tmp_path):
+    from spec_tracing.report.html import parse_select
+
+    spans = synthetic_spans(requests=30, steps=2)
+    page_file = tmp_path / "slowest.html"
+    page_file.write_text(render_html(spans, "synthetic", "t", parse_select("slowest:5")))
+    page = _open(browser, page_file)
+    status = page.inner_text("#status")
+    assert "the 5 slowest: 5 of 30 requests" in status
+    assert "report --select first:N | slowest:N" in status
+    assert len(page.evaluate("specTrace.order()")) == 5
