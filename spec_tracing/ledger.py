@@ -64,6 +64,9 @@ COUNTS: tuple[Count, ...] = (
           "drains whose events could not be turned into compact events"),
     Count("metric_errors", EVENT, "the signals stage",
           "verify batches or request ends a metric instrument refused"),
+    Count("capped_metric_labels", INFO, "the metric instruments",
+          "metric recordings whose worker, gen_ai.request.model or gen_ai.provider.name was past "
+          "the 100 distinct values a label keeps, recorded as _OTHER"),
     Count("limited_attributes", INFO, "the span assembler",
           "attribute values cut or left out by the OTel attribute limits"),
     Count("evicted_requests", EVENT, "the span assembler",

@@ -411,8 +411,9 @@ def _stats_of(active: _Active | None) -> dict[str, int]:
         out["prometheus_endpoints_not_served"] = PROMETHEUS_CLASHES[0] + counts.get(
             "prometheus_endpoints_not_served", 0
         )
-        if active.signals is not None:
-            out["metric_errors"] += active.signals.metric_errors
+        if active.signals is not None:  # metrics recorded here, spans assembled elsewhere
+            for key, value in active.signals.counts().items():
+                out[key] += value
     for source in _stats_sources:
         try:
             out.update(source())

@@ -47,6 +47,12 @@ class MetricName:
     DROPPED_FINISHES = "spec_tracing.dropped_finishes"
 
 
+# Distinct values a metric label (worker, gen_ai.request.model, gen_ai.provider.name) keeps
+# before the rest share OTHER_VALUE: each value is a series in every instrument it labels.
+MAX_LABEL_VALUES = 100
+OTHER_VALUE = "_OTHER"
+
+
 class SpecMetrics:
     """The instruments, fed one verify event (a batch) at a time by the materializer.
 
@@ -110,6 +116,11 @@ class SpecMetrics:
         )
         self._widths: dict[str, tuple] = {}
         self._keys: dict = {}  # worker -> _SeriesKeys
+        # The values each label has taken, at most MAX_LABEL_VALUES each: the rest are
+        # OTHER_VALUE, counted in capped_metric_labels
+        # (tests/metrics/test_metrics.py::test_label_values_are_bounded).
+        self._label_values: dict[str, set] = {}
+        self.capped_labels = 0
         # Per request, recorded when it ends (the recorder's thread), each with an exemplar
         # that carries the request's trace and root span ids: from an outlier bucket to its
         # trace. Bucket boundaries: fractions in tenths; GenAI's as its conventions advise.
@@ -146,6 +157,16 @@ class SpecMetrics:
     def _new_lock(self) -> None:
         self._lock = threading.Lock()
 
+    def _bounded(self, label: str, value):
+        seen = self._label_values.setdefault(label, set())
+        if value in seen:
+            return value
+        if len(seen) < MAX_LABEL_VALUES:
+            seen.add(value)
+            return value
+        self.capped_labels += 1
+        return OTHER_VALUE
+
     def _series(self, name: str) -> list[tuple[tuple, int]]:
         with self._lock:
             return list(self._totals[name].items())
@@ -155,6 +176,8 @@ class SpecMetrics:
         round then counts for accept_length only) of the same batch. Runs on the recorder's
         thread once per verify batch: series keys are built once per worker and count."""
         worker = batch_attrs.get(SpanAttr.WORKER)
+        if worker is not None:
+            worker = self._bounded("worker", str(worker))
         keys = self._keys.get(worker)
         if keys is None:
             keys = self._keys[worker] = _SeriesKeys(
@@ -222,8 +245,8 @@ class SpecMetrics:
             value = figures.get(attr)
             if value is not None:
                 record[name].record(value, context=context)
-        gen_ai = {k: attrs[k] for k in (SpanAttr.GEN_AI_MODEL, SpanAttr.GEN_AI_PROVIDER)
-                  if k in attrs}  # fmt: skip
+        labels = (SpanAttr.GEN_AI_MODEL, SpanAttr.GEN_AI_PROVIDER)
+        gen_ai = {k: self._bounded(k, attrs[k]) for k in labels if k in attrs}
         if failed:
             gen_ai["error.type"] = "_OTHER"
         record[MetricName.GEN_AI_DURATION].record(t1 - t0, gen_ai, context=context)

@@ -273,7 +273,7 @@ _EXPORT_LOSSES = ("export_dropped_spans", "export_failed_spans", "export_rejecte
 _SAMPLING_AND_INPUT = ("unmatched_ends", "limited_attributes", "sampled_out_spans",
                        "steps_kept_requests", "steps_dropped_requests",
                        "step_sampling_early_decisions", "evicted_requests", "metric_errors",
-                       "prometheus_endpoints_not_served")  # fmt: skip
+                       "capped_metric_labels", "prometheus_endpoints_not_served")  # fmt: skip
 _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",
            "export_lost_spans", *_SAMPLING_AND_INPUT, "spans")  # fmt: skip
 

@@ -107,4 +107,5 @@ class Signals:
         return sampled
 
     def counts(self) -> dict:
-        return {"metric_errors": self.metric_errors}
+        capped = self.metrics.capped_labels if self.metrics is not None else 0
+        return {"metric_errors": self.metric_errors, "capped_metric_labels": capped}

@@ -290,3 +290,30 @@ def test_metrics_keep_adding_up_on_the_applications_provider_across_enables():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "6"]
     assert "already been created" not in done.stderr  # no duplicate instrument registered
+
+
+def test_label_values_are_bounded(reader):
+    """A new model name and worker per request: at most MAX_LABEL_VALUES series per label, the
+    rest as _OTHER, counted; every round and request still counted."""
+    from spec_tracing.metrics.instruments import MAX_LABEL_VALUES, OTHER_VALUE
+
+    n = MAX_LABEL_VALUES + 50
+    for i in range(n):
+        req = Req(f"r{i}")
+        req.time_stats.attributes[SpanAttr.GEN_AI_MODEL] = f"model-{i}"
+        set_time_batch([req], ReqTimeStats.set_spec_verify_start_time)
+        set_spec_verify_end_time_batch([req], [1], proposed=3,
+                                       attrs={SpanAttr.WORKER: f"w{i}"})  # fmt: skip
+        req.time_stats.finish()
+    sums = totals(reader)
+    workers = {dict(a).get("worker") for (name, a) in sums if name == MetricName.VERIFY_ROUNDS}
+    assert len(workers) == MAX_LABEL_VALUES + 1 and OTHER_VALUE in workers
+    rounds = sum(v for (name, _), v in sums.items() if name == MetricName.VERIFY_ROUNDS)
+    assert rounds == n
+    models = set()
+    for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics:
+        if metric.name == MetricName.GEN_AI_DURATION:
+            models = {p.attributes.get(SpanAttr.GEN_AI_MODEL) for p in metric.data.data_points}
+            assert sum(p.count for p in metric.data.data_points) == n
+    assert len(models) == MAX_LABEL_VALUES + 1 and OTHER_VALUE in models
+    assert spec_tracing.stats()["capped_metric_labels"] == 2 * 50  # worker and model
