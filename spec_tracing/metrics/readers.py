@@ -165,6 +165,7 @@ def _start_server(port: int, host: str, registry):
     class Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
         allow_reuse_address = True
+        request_queue_size = 128  # socketserver's 5 drops a burst's connections (SYN retries)
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -177,6 +178,12 @@ def _start_server(port: int, host: str, registry):
             except Exception:
                 self.slots.release()
                 raise
+
+        def handle_error(self, request, client_address):
+            # A client that timed out or went away: socketserver would print a traceback on
+            # the engine's stderr for each one (a flood of idle connections, a flood of lines).
+            logger.debug("spec-tracing: Prometheus connection from %s failed", client_address,
+                         exc_info=True)  # fmt: skip
 
         def process_request_thread(self, request, client_address):
             try:

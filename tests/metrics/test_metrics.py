@@ -317,3 +317,35 @@ def test_label_values_are_bounded(reader):
             assert sum(p.count for p in metric.data.data_points) == n
     assert len(models) == MAX_LABEL_VALUES + 1 and OTHER_VALUE in models
     assert spec_tracing.stats()["capped_metric_labels"] == 2 * 50  # worker and model
+
+
+def test_idle_half_sent_connections_to_the_prometheus_port_are_bounded(monkeypatch, capfd):
+    """100 connections that each send half a request line and wait: the process holds at most
+    MAX_CONNECTIONS of them (a thread each), drops them at the read timeout, and scrapes are
+    answered again once the idle ones are gone."""
+    import threading
+    import time
+
+    from spec_tracing.metrics.readers import MAX_CONNECTIONS, READ_TIMEOUT_S
+
+    port = _free_port()
+    monkeypatch.setenv("SPEC_TRACING_PROMETHEUS_PORT", str(port))
+    spec_tracing.enable(exporter="none")
+    _scrape(port)  # served
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            s.sendall(b"GET /metr")
+            idle.append(s)
+        time.sleep(0.5)
+        assert threading.active_count() - before <= MAX_CONNECTIONS + 1
+        time.sleep(READ_TIMEOUT_S + 1.0)  # bound: the read timeout let the slots go
+        assert threading.active_count() - before <= 1
+        assert ("spec_decode_verify_rounds_total", ()) not in _scrape(port)  # answered
+    finally:
+        for s in idle:
+            s.close()
+        spec_tracing.shutdown()
+    assert "Traceback" not in capfd.readouterr().err  # nothing printed per idle client
