@@ -134,7 +134,9 @@ def enable(
             # Spans are assembled in the exporter process, metrics recorded here.
             signals = Signals(spec_metrics)
             deliver = _observing(signals, output.deliver)
-        materializer = Materializer(deliver, metrics=remote or spec_metrics is not None)
+        materializer = Materializer(
+            deliver, metrics=remote or spec_metrics is not None, level=settings.level
+        )
         if isinstance(output, ProcessOutput):
             output.engine_counts_source = lambda: _engine_counts(materializer)
         hotpath.SINK = output.sink

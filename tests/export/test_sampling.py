@@ -171,3 +171,37 @@ def test_the_demo_reports_the_same_acceptance_at_any_ratio(tmp_path):
     assert "step sampling" in demo01 and "step sampling" not in demo1
     left_out = int(line(demo01, "step sampling").split()[2].replace(",", ""))
     assert spans01 + left_out == spans1 and left_out > 0
+
+
+def test_non_finite_accept_rates_never_reach_the_quantiles():
+    """Roots whose accept rate is NaN or infinite (a request attribute can be anything): 15,000
+    of them among finite ones never make the sampler raise, and the quantile is that of the
+    finite rates alone."""
+    sampler = StepSampler(0.0, parse_rules("X", "lowest_accept:0.1"), max_held_spans=1000)
+    odd = (float("nan"), float("inf"), float("-inf"))
+    for i in range(15_000):
+        rate = odd[i % 3] if i % 2 else (i % 100) / 100
+        sampler.filter([_root(OUT_OF_RATIO - 1 - i, duration=1.0, rate=rate)])
+    finite = sorted(r for r in sampler.rates.sorted)
+    assert len(finite) == 2000 and all(0 <= r < 1 for r in finite)
+    assert _decide(sampler, OUT_OF_RATIO, duration=1.0, rate=0.0)[0] == "low_accept"
+    assert _decide(sampler, OUT_OF_RATIO - 20_000, duration=1.0, rate=float("nan"))[0] == (
+        "sampled_out"
+    )
+
+
+def test_requests_that_never_end_are_bounded_and_counted():
+    from spec_tracing.export.assembler import SpanAssembler
+    from spec_tracing.wire import START
+
+    assembler = SpanAssembler(max_open=100)
+    assembler.feed([(START, "spec_draft", 1.0, tuple((i, 1) for i in range(1, 351)))])
+    assert len(assembler._state) == 100 and assembler.counts()["evicted_requests"] == 250
+
+
+def test_the_open_request_bound_is_a_setting(monkeypatch):
+    from spec_tracing import ConfigError
+
+    monkeypatch.setenv("SPEC_TRACING_MAX_OPEN_REQUESTS", "0")
+    with pytest.raises(ConfigError, match="SPEC_TRACING_MAX_OPEN_REQUESTS"):
+        spec_tracing.enable(exporter="none")

@@ -548,3 +548,28 @@ def test_requests_whose_eq_raises_are_still_recorded(spec_spans):
         [r.time_stats.span_id for r in first] * 3 + [r.time_stats.span_id for r in second]
     )
     assert spec_tracing.stats()["invalid_events"] == 0
+
+
+def test_an_end_before_its_start_is_counted_never_a_negative_span(spec_spans):
+    from spec_tracing import lifecycle
+
+    req = Req("backwards")
+    t = time.perf_counter()
+    req.time_stats.trace_slice("spec_draft", t, t - 5.0)  # a slice that ends 5 s early
+    req.time_stats.finish(req.time_stats.start_ts - 10.0)  # a root that ends 10 s early
+    spec_tracing.flush()
+    assert spec_spans.spans("spec_draft") == []
+    (root,) = spec_spans.roots()
+    assert root.end_time >= root.start_time
+    assert lifecycle.stats()["invalid_events"] == 2
+
+
+def test_a_request_without_rounds_ended_by_shutdowns_drain_says_it_had_none(spec_spans):
+    """Its end is still buffered when shutdown() turns the hot path off: the root still says
+    0 rounds (verify was recorded), not nothing."""
+    exporter = spec_spans.exporter
+    Req("quiet").time_stats.finish()
+    spec_tracing.shutdown()
+    (root,) = [s for s in exporter.get_finished_spans() if s.name == "spec_request"]
+    assert root.attributes[SpanAttr.VERIFY_ROUNDS] == 0
+    assert root.attributes[SpanAttr.TOTAL_ACCEPTED] == 0
