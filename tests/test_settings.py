@@ -270,6 +270,9 @@ def test_a_relative_trace_file_is_resolved_once_at_enable(monkeypatch, tmp_path)
         ("lowest_accept:x", "lowest_accept: a fraction 0..1"),
         ("duration>fast", "duration>: milliseconds"),
         ("accept_rate<nan", "accept_rate<: a number"),
+        # The window holds 2,000 requests: a smaller fraction could never fire.
+        ("slowest:0.0001", "at least 1/2000"),
+        ("lowest_accept:0.0004", "at least 1/2000"),
     ],
 )
 def test_step_keep_rules_name_the_bad_rule(raw, says):
