@@ -4,7 +4,7 @@
 "use strict";
 (function () {
   const D = JSON.parse(document.getElementById("spec-data").textContent);
-  const LABEL_W = 170, RIGHT_W = 80, SIDE_W = 300;
+  const LABEL_W = 170, RIGHT_W = 80, SIDE_W = 350;  // SIDE_W: the positions chart (330) + 20
   let PLOT_W = 1000, W = LABEL_W + PLOT_W + RIGHT_W;  // the plot follows the window (layout())
   const ROW_H = 6, LANE_H = 3 * ROW_H + 5, BUCKETS = 60, MIN_NS = 1000, MAX_POSITIONS = 32;
   const COLOURS = {spec_draft: "#4c78a8", spec_verify: "#2e8b57", spec_draft_extend: "#b07aa1",
@@ -92,6 +92,8 @@
     const room = document.documentElement.clientWidth - 40 - LABEL_W - RIGHT_W;
     PLOT_W = Math.round(Math.max(300, Math.min(1000, room >= 700 + SIDE_W ? room - SIDE_W : room)));
     W = LABEL_W + PLOT_W + RIGHT_W;
+    // The plots' column is as wide as its canvases: its text wraps there, never widens it.
+    $("plots").style.width = W + "px";
   }
   function xLane(r, t) {
     if (view.mode === "shared") return xShared(t);
@@ -243,6 +245,7 @@
     return out;
   }
 
+  const count = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1));  // a mean of counts
   function yAxis(ctx, top, h, max, labelX, side) {
     ctx.fillStyle = "#333";
     for (const frac of [0, 0.5, 1]) {
@@ -281,7 +284,10 @@
     const bw = PLOT_W / bs.length, empty = hatch(ctx, "#cfcfcf");
     let maxW = 1, maxB = 1;
     for (const b of bs) if (b.rounds) { maxW = Math.max(maxW, b.width / b.rounds); maxB = Math.max(maxB, b.batch / b.rounds); }
-    maxW *= 1.25;  // headroom: at their maxima the width sits below the batch line, not under it
+    // Headroom (at their maxima the width sits below the batch line, not under it); both axes
+    // end on an even count, so their ticks (0, half, top) are whole numbers of tokens, requests.
+    maxW = 2 * Math.ceil(maxW * 1.25 / 2);
+    maxB = 2 * Math.ceil(maxB / 2);
     yAxis(ctx, TOP, CH, maxW, LABEL_W - 28, "left");
     yAxis(ctx, TOP, CH, maxB, LABEL_W + PLOT_W + 6, "right");
     ctx.fillStyle = WIDTH_C;
@@ -350,6 +356,9 @@
       tr.insertCell().textContent = typeof v === "object" ? JSON.stringify(v) : String(v);
     }
     $("details").replaceChildren(t);
+    // Details below the plots (a narrow window) come into view; beside them they already are.
+    const box = $("details").getBoundingClientRect();
+    if (box.top < 0 || box.top > window.innerHeight - 40) $("details").scrollIntoView({block: "nearest"});
   }
   function attrRows(a) { return Object.keys(a).sort().map((k) => [k, a[k]]); }
   function showRequest(r) {
@@ -555,7 +564,7 @@
       const i = Math.floor(((x - LABEL_W) / PLOT_W) * lastBuckets.length), b = lastBuckets[i];
       if (!b) return null;
       return b.rounds ? b.rounds + " rounds · accept rate " + (b.prop ? (b.acc / b.prop).toFixed(3) : "-")
-        + " · batch " + (b.batch / b.rounds).toFixed(1) + " · width " + (b.width / b.rounds).toFixed(1)
+        + " · batch " + count(b.batch / b.rounds) + " · width " + count(b.width / b.rounds)
         : "no verify rounds here";
     }
     return null;

@@ -68,8 +68,8 @@ def browser():
         b.close()
 
 
-def _open(browser, path, requests=None):
-    page = browser.new_page(viewport={"width": 1700, "height": 1200})
+def _open(browser, path, requests=None, width=1700, height=1200):
+    page = browser.new_page(viewport={"width": width, "height": height})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     if requests is not None:
@@ -323,3 +323,33 @@ def test_the_page_says_what_it_carries_and_how_to_choose_others(browser, tmp_pat
     assert "the 5 slowest: 5 of 30 requests" in status
     assert "report --select first:N | slowest:N" in status
     assert len(page.evaluate("specTrace.order()")) == 5
+
+
+@pytest.mark.parametrize("width", [1100, 1366, 1920, 2560])
+def test_the_page_fits_common_widths_and_a_clicked_bar_shows_its_details(browser, run, width):
+    """No sideways scroll; Details beside the plots where they fit (1366 and up), below them in
+    a narrower window; either way a clicked bar's Details are on screen."""
+    page = _open(browser, run["page"], width=width, height=900)
+    assert page.evaluate("document.documentElement.scrollWidth") == page.evaluate(
+        "document.documentElement.clientWidth"
+    )
+    plots, side = page.locator("#plots").bounding_box(), page.locator("#side").bounding_box()
+    beside = side["x"] >= plots["x"] + plots["width"]
+    assert beside == (width >= 1366), (plots, side)
+    rid = page.evaluate("specTrace.order()[1]")
+    bars = page.evaluate("id => specTrace.bars(id)", rid)
+    index = max(i for i, b in enumerate(bars) if b["name"] == "spec_verify")
+    bar = bars[index]
+    x0 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] - bar["dur"])
+    x1 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] + 2 * bar["dur"])
+    box = page.locator("#axis").bounding_box()
+    _drag(page, x0 - 3, x1 + 3, box["y"] + 10)
+    page.locator("#waterfall").scroll_into_view_if_needed()
+    point = page.evaluate("([id, i]) => specTrace.barPoint(id, i)", [rid, index])
+    page.mouse.click(point["x"], point["y"])
+    assert "spec_verify" in page.inner_text("#details")
+    shown = page.evaluate(
+        "(() => { const r = document.getElementById('details').getBoundingClientRect();"
+        " return r.top >= 0 && r.top < window.innerHeight && r.height > 0; })()"
+    )
+    assert shown
