@@ -1,6 +1,7 @@
-"""`python -m benchmarks [--quick] [--json PATH]`: the four benchmarks of issue 7, each a ratio
-against a baseline measured in the same run (medians of repeats), and the memory bound under a
-collector outage (issue 8), as a table and as JSON."""
+"""`python -m benchmarks [--quick] [--json PATH]`: the hot path off and on, the engine traced
+and untraced, export capacity, each a ratio against a baseline measured in the same run (medians
+of repeats), and the memory bound under a collector outage, as a table and as JSON
+(docs/benchmarks.md says how each is measured)."""
 
 from __future__ import annotations
 
