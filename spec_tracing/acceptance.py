@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True)
@@ -58,3 +58,47 @@ def add_rounds(acceptances, accepted, proposed) -> list[int]:
             acc.proposed += p
             acc.rate_accepted += a
     return offsets
+
+
+MAX_POSITIONS = 64  # positions tracked per round: far above any chain's width
+
+
+@dataclass(slots=True)
+class PositionCounts:
+    """Acceptance by draft position k (1-based), right under any width schedule: for each k,
+    the rounds that offered a k-th draft, the rounds among them whose first k-1 drafts were all
+    accepted (so the k-th was looked at), and the rounds that accepted it. A round whose width
+    is unknown says nothing about positions.
+
+    - unconditional(k) = accepted / offered: what share of the rounds that drafted k tokens
+      kept the k-th (a shorter width is not a rejection: those rounds did not offer k);
+    - conditional(k) = accepted / reached = P(accept k | accepted k-1, offered k): the draft's
+      quality at depth k, whatever stopped earlier positions."""
+
+    offered: list = field(default_factory=list)
+    reached: list = field(default_factory=list)
+    accepted: list = field(default_factory=list)
+
+    def add(self, accepted: int, proposed: int | None, rounds: int = 1) -> None:
+        if proposed is None:
+            return
+        width = min(proposed, MAX_POSITIONS)
+        while len(self.offered) < width:
+            self.offered.append(0)
+            self.reached.append(0)
+            self.accepted.append(0)
+        for j in range(width):  # j = k - 1
+            self.offered[j] += rounds
+            if accepted >= j:
+                self.reached[j] += rounds
+                if accepted > j:
+                    self.accepted[j] += rounds
+
+    def rows(self) -> list[tuple[int, int, int, int, float, float | None]]:
+        """(k, offered, reached, accepted, unconditional, conditional) for each k offered."""
+        return [
+            (j + 1, o, r, a, a / o, a / r if r else None)
+            for j, (o, r, a) in enumerate(zip(self.offered, self.reached, self.accepted,
+                                              strict=True))
+            if o
+        ]  # fmt: skip

@@ -69,7 +69,6 @@ def run_my_engine(prompts):
 
 def test_instrumenting_example_runs(tmp_path):
     from spec_tracing.report.otlp_json import read_spans
-
     from spec_tracing.testing.schema import schema_problems
 
     code = _block("python", "class Worker:")

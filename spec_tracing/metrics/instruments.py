@@ -16,7 +16,7 @@ import threading
 import weakref
 from collections import Counter
 
-from ..acceptance import Acceptance
+from ..acceptance import Acceptance, PositionCounts
 from ..ledger import COUNTS
 from ..semconv import INSTRUMENTATION_SCOPE, SpanAttr
 from ..version import __version__
@@ -28,6 +28,8 @@ class MetricName:
     ACCEPTED = "spec_decode.accepted_drafts"
     EMITTED = "spec_decode.emitted_tokens"
     ACCEPTED_PER_POSITION = "spec_decode.accepted_per_position"
+    OFFERED_PER_POSITION = "spec_decode.offered_per_position"
+    REACHED_PER_POSITION = "spec_decode.reached_per_position"
     ROUNDS_BY_ACCEPTED = "spec_decode.rounds_by_accepted"
     NUM_STEPS = "spec_decode.num_steps"
     NUM_DRAFT_TOKENS = "spec_decode.num_draft_tokens"
@@ -89,6 +91,12 @@ class SpecMetrics:
             (MetricName.EMITTED, "{token}", "Tokens emitted by verify rounds (accepted + bonus)"),
             (MetricName.ACCEPTED_PER_POSITION, "{token}",
              "Accepted draft tokens by draft position (attribute position, 0-based)"),
+            # With these two, acceptance per position stays right when the width changes:
+            # accepted / offered (unconditional), accepted / reached (given the earlier ones).
+            (MetricName.OFFERED_PER_POSITION, "{round}",
+             "Verify rounds that offered a draft at this position (attribute position, 0-based)"),
+            (MetricName.REACHED_PER_POSITION, "{round}",
+             "Verify rounds that offered this position and accepted every earlier one"),
             # The histogram of accepted drafts per round, one bucket per exact count: an SDK
             # Histogram costs ~10 us per recorded round.
             (MetricName.ROUNDS_BY_ACCEPTED, "{round}",
@@ -198,6 +206,9 @@ class SpecMetrics:
             rounds_above += by_count.get(count, 0)
             positions.append(rounds_above)
         positions.reverse()
+        offered = PositionCounts()
+        for (a, p), rounds in Counter(zip(accepted, proposed, strict=True)).items():
+            offered.add(a, p, rounds)
         totals, base = self._totals, keys.base
         with self._lock:
             for name, value in (
@@ -216,6 +227,12 @@ class SpecMetrics:
             for position, count in enumerate(positions):
                 key = keys.of("position", position)
                 series[key] = series.get(key, 0) + count
+            for name, counts in ((MetricName.OFFERED_PER_POSITION, offered.offered),
+                                 (MetricName.REACHED_PER_POSITION, offered.reached)):  # fmt: skip
+                series = totals[name]
+                for position, count in enumerate(counts):
+                    key = keys.of("position", position)
+                    series[key] = series.get(key, 0) + count
         self.set_width(
             str(worker) if worker is not None else "",
             batch_attrs.get(SpanAttr.NUM_STEPS),

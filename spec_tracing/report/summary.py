@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from ..acceptance import Acceptance
+from ..acceptance import Acceptance, PositionCounts
 from ..semconv import SpanAttr
 from ..stages import RequestStage
 from ..wire import STAGE_RECORD
@@ -35,6 +35,7 @@ class TraceSummary:
     durations_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     acceptance: Acceptance = field(default_factory=Acceptance)
     widths: Counter = field(default_factory=Counter)  # num_steps -> verify spans
+    positions: PositionCounts = field(default_factory=PositionCounts)
     requests: int = 0
     # Summed from the roots' acceptance summary: what a level-1 trace (no verify spans) has.
     root_acceptance: Acceptance = field(default_factory=Acceptance)
@@ -60,9 +61,10 @@ class TraceSummary:
                     root.rate_accepted += int(attrs.get(SpanAttr.TOTAL_ACCEPTED, 0))
         elif name == RequestStage.SPEC_VERIFY.name and SpanAttr.ACCEPTED_TOKENS in attrs:
             proposed = attrs.get(SpanAttr.PROPOSED_TOKENS)
-            self.acceptance.add(
-                int(attrs[SpanAttr.ACCEPTED_TOKENS]), None if proposed is None else int(proposed)
-            )
+            accepted = int(attrs[SpanAttr.ACCEPTED_TOKENS])
+            proposed = None if proposed is None else int(proposed)
+            self.acceptance.add(accepted, proposed)
+            self.positions.add(accepted, proposed)
             if SpanAttr.NUM_STEPS in attrs:
                 self.widths[int(attrs[SpanAttr.NUM_STEPS])] += 1
 
@@ -104,6 +106,13 @@ class TraceSummary:
         if self.widths:
             shown = ", ".join(f"{w}: {n}" for w, n in sorted(self.widths.items()))
             lines.append(f"draft width used  {shown}  (num_steps: verify rounds)")
+        rows = self.positions.rows()
+        if rows:
+            # Rounds that offered position k, and of those whose first k-1 drafts held.
+            lines.append("by position       k: accepted / offered, accepted / reached (k-1 held)")
+            for k, offered, reached, _, rate, given in rows[:8]:
+                cond = "n/a" if given is None else f"{given:.3f}"
+                lines.append(f"                  {k}: {rate:.3f} of {offered}, {cond} of {reached}")
         return "\n".join(lines)
 
 

@@ -319,23 +319,26 @@
   }
 
   function drawPositions() {
-    const proposed = [], accepted = [];
+    // Per position k: rounds that offered it, that reached it (k-1 accepted), that accepted it.
+    const proposed = [], reached = [], accepted = [];
     for (const r of visible) {
       for (const [t, acc, prop] of r.rounds) {
         if (t < view.t0 || t > view.t1 || acc === undefined || prop === undefined) continue;
         for (let k = 1; k <= Math.min(prop, MAX_POSITIONS); k++) {
           proposed[k] = (proposed[k] || 0) + 1;
+          if (acc >= k - 1) reached[k] = (reached[k] || 0) + 1;
           if (acc >= k) accepted[k] = (accepted[k] || 0) + 1;
         }
       }
     }
-    const n = Math.max(0, proposed.length - 1), rowH = 16, barW = 150;
+    const n = Math.max(0, proposed.length - 1), rowH = 16, barW = 100;
     const ctx = setup($("positions"), 330, Math.max(20, n * rowH + 8));
     stats.positions = [];
     if (!n) { ctx.fillStyle = "#666"; ctx.fillText("no verify rounds with counts in view", 4, 10); }
     for (let k = 1; k <= n; k++) {
       const rate = (accepted[k] || 0) / proposed[k], y = 4 + (k - 1) * rowH;
-      stats.positions.push([k, accepted[k] || 0, proposed[k]]);
+      const given = reached[k] ? ((accepted[k] || 0) / reached[k]).toFixed(3) : "n/a";
+      stats.positions.push([k, accepted[k] || 0, proposed[k], reached[k] || 0]);
       ctx.fillStyle = "#333";
       ctx.fillText("k=" + k, 2, y + rowH / 2);
       ctx.fillStyle = "#eee";
@@ -343,7 +346,8 @@
       ctx.fillStyle = rate === 0 ? ZERO : COLOURS.spec_verify;
       ctx.fillRect(36, y + 2, Math.max(rate === 0 ? 2 : 0, barW * rate), rowH - 4);
       ctx.fillStyle = "#333";
-      ctx.fillText(rate.toFixed(3) + "  (" + (accepted[k] || 0) + "/" + proposed[k] + ")", 40 + barW, y + rowH / 2);
+      ctx.fillText(rate.toFixed(3) + " (" + (accepted[k] || 0) + "/" + proposed[k] + ") · "
+        + given + " given k-1", 40 + barW, y + rowH / 2);
     }
   }
 

@@ -349,3 +349,34 @@ def test_idle_half_sent_connections_to_the_prometheus_port_are_bounded(monkeypat
             s.close()
         spec_tracing.shutdown()
     assert "Traceback" not in capfd.readouterr().err  # nothing printed per idle client
+
+
+def test_acceptance_per_position_stays_right_when_the_width_changes(reader):
+    """Rounds of width 3, 2 and 0 (an adaptive controller, an n-gram miss): offered and reached
+    per position as counted by hand; a round too short for a position is not its rejection."""
+    a, b = Req("a"), Req("b")
+    verify_round([a, b], [0, 3], [3, 3])
+    verify_round([a, b], [1, 2], [2, 2])
+    verify_round([a, b], [0, 0], [0, 2])
+    t = totals(reader)
+
+    def by_position(name):
+        return {dict(k[1])["position"]: v for k, v in t.items() if k[0] == name}
+
+    # rounds (accepted, offered): (0,3) (3,3) (1,2) (2,2) (0,0) (0,2)
+    assert by_position(MetricName.OFFERED_PER_POSITION) == {0: 5, 1: 5, 2: 2}
+    assert by_position(MetricName.REACHED_PER_POSITION) == {0: 5, 1: 3, 2: 1}
+    assert by_position(MetricName.ACCEPTED_PER_POSITION) == {0: 3, 1: 2, 2: 1}
+
+
+def test_the_summary_shows_acceptance_by_offered_and_reached_position():
+    from spec_tracing.report.summary import TraceSummary
+
+    summary = TraceSummary()
+    for acc, prop in [(0, 3), (3, 3), (1, 2), (2, 2), (0, 0), (0, 2)]:
+        summary.add("spec_verify", 0, 1, {SpanAttr.ACCEPTED_TOKENS: acc,
+                                           SpanAttr.PROPOSED_TOKENS: prop})  # fmt: skip
+    text = summary.render()
+    assert "1: 0.600 of 5, 0.600 of 5" in text
+    assert "2: 0.400 of 5, 0.667 of 3" in text
+    assert "3: 0.500 of 2, 1.000 of 1" in text

@@ -122,6 +122,17 @@ def _from_spans(rounds: list[tuple[int, int]], stats: dict) -> dict[str, dict[st
             for i in range(widest)
             if any(a > i for a, _ in rounds)
         },  # fmt: skip
+        "acceptance by offered position": {
+            str(i): sum(1 for a, _ in rounds if a > i) / sum(1 for _, p in rounds if p > i)
+            for i in range(widest)
+            if any(a > i for a, _ in rounds)
+        },  # fmt: skip
+        "conditional acceptance by position": {
+            str(i): sum(1 for a, _ in rounds if a > i)
+            / sum(1 for a, p in rounds if p > i and a >= i)
+            for i in range(widest)
+            if any(a > i for a, _ in rounds)
+        },  # fmt: skip
         "rounds by accepted count": {str(k): c / n for k, c in accepted.items()},
         "trace events dropped": {"": stats["dropped_events"]},
         "spans not exported": {
@@ -185,8 +196,9 @@ def run(tmp_path_factory):
 def test_every_documented_query_gives_in_prometheus_what_the_spans_say(run):
     queries = documented_queries()
     assert set(queries) >= {"accept rate", "accept length", "per-position acceptance",
-                            "rounds by accepted count", "trace events dropped",
-                            "spans not exported"}  # fmt: skip
+                            "acceptance by offered position",
+                            "conditional acceptance by position", "rounds by accepted count",
+                            "trace events dropped", "spans not exported"}  # fmt: skip
     for figure, expr in queries.items():
         got, expected = run.query(expr), run.expected[figure]
         assert got.keys() == expected.keys(), (figure, got, expected)

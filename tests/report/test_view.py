@@ -124,9 +124,11 @@ def test_acceptance_charts_add_up_to_the_file(browser, run):
     # Time with no rounds (prefill, queue) is told apart from rounds that accepted nothing.
     assert any(b["rounds"] == 0 for b in buckets)
     positions = page.evaluate("specTrace.stats.positions")
-    for k, accepted, proposed in positions:
+    for k, accepted, proposed, reached in positions:
         assert proposed == sum(1 for s in verify if s.attributes[SpanAttr.PROPOSED_TOKENS] >= k)
         assert accepted == sum(1 for s in verify if s.attributes[SpanAttr.ACCEPTED_TOKENS] >= k)
+        assert reached == sum(1 for s in verify if s.attributes[SpanAttr.PROPOSED_TOKENS] >= k
+                              and s.attributes[SpanAttr.ACCEPTED_TOKENS] >= k - 1)  # fmt: skip
     assert len(positions) == max(s.attributes[SpanAttr.PROPOSED_TOKENS] for s in verify)
 
 
