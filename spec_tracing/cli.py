@@ -218,6 +218,35 @@ def _select(text: str) -> tuple:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--select ")) from None
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import json
+
+    from .report.otlp_json import TraceFileError, read_spans
+    from .report.tune import render, tune
+
+    if args.json and os.path.abspath(args.json) == os.path.abspath(args.file):
+        print(f"spec-tracing tune: --json {args.json} is the input file", file=sys.stderr)
+        return 2
+    try:
+        result = tune(read_spans(args.file))
+    except TraceFileError as exc:
+        print(f"spec-tracing tune: {exc}", file=sys.stderr)
+        return 2
+    except _BAD_VALUE as exc:
+        print(f"spec-tracing tune: {args.file}: a value tune cannot use "
+              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
+        return 2
+    print(render(result))
+    if args.json:
+        try:
+            _replace(args.json, json.dumps(result, indent=1))
+        except OSError as exc:
+            print(f"spec-tracing tune: cannot write {args.json} ({exc.strerror})", file=sys.stderr)
+            return 2
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _check_outputs(args: argparse.Namespace) -> str | None:
     """What is wrong with the output paths, if anything: one over the input, two the same, or
     one that cannot be written (a directory, a missing folder)."""
@@ -359,6 +388,17 @@ def build_parser() -> argparse.ArgumentParser:
         "request, counters for batch size, draft width and accept rate",
     )
     report.set_defaults(run=_report)
+    tune = sub.add_parser(
+        "tune",
+        help="which fixed draft width would have served a trace best, per batch-size bucket",
+        description="From a trace's verify rounds and stage spans: per batch-size bucket, the "
+        "estimated accept length and step time of each draft width up to the widest that ran, "
+        "the predicted tokens/s, the best fixed width, and the tokens/s observed.",
+        allow_abbrev=False,
+    )
+    tune.add_argument("file", help="OTLP JSON lines (ours or the Collector file exporter's)")
+    tune.add_argument("--json", metavar="OUT.json", help="also write the result as JSON")
+    tune.set_defaults(run=_tune)
     doctor = sub.add_parser(
         "doctor",
         help="list the installed engines, their versions and every seam spec-tracing wraps in "
