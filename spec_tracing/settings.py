@@ -204,8 +204,9 @@ SPEC_VARS: tuple[Var, ...] = (
         lambda name, raw: _keep_rules(name, raw),
         "With a ratio below 1, rules that keep a request's step spans whatever the ratio, decided "
         "when it ends: error (aborted or failed), slowest:F (the slowest fraction F), "
-        "lowest_accept:F (the lowest fraction F by accept rate), accept_rate<X, duration>Nms; "
-        "comma-separated, `none` for no rule.",
+        "lowest_accept:F and highest_accept:F (the lowest and highest fraction F by accept "
+        "rate), accept_rate<X, accept_rate>X, duration>Nms; comma-separated, `none` for no "
+        "rule.",
     ),
     Var(
         "SPEC_TRACING_MAX_OPEN_REQUESTS",
@@ -390,10 +391,16 @@ RULES = {  # name -> (takes an argument, what the argument is)
     "error": (False, ""),
     "slowest": (True, "a fraction 0..1 (slowest:0.01 keeps the slowest 1%)"),
     "lowest_accept": (True, "a fraction 0..1 (lowest_accept:0.01)"),
+    "highest_accept": (True, "a fraction 0..1 (highest_accept:0.01)"),
     "accept_rate<": (True, "a number (accept_rate<0.3)"),
+    "accept_rate>": (True, "a number (accept_rate>0.95)"),
     "duration>": (True, "milliseconds (duration>2000ms or duration>2000)"),
 }
-ALLOWED = "comma-separated rules: error, slowest:F, lowest_accept:F, accept_rate<X, duration>Nms"
+ALLOWED = (
+    "comma-separated rules: error, slowest:F, lowest_accept:F, highest_accept:F, accept_rate<X, "
+    "accept_rate>X, duration>Nms"
+)
+_FRACTIONS = ("slowest", "lowest_accept", "highest_accept")
 
 
 def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
@@ -403,7 +410,8 @@ def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
         if not item or item == "none":
             continue
         rule, arg = item, None
-        for key in ("slowest:", "lowest_accept:", "accept_rate<", "duration>"):
+        for key in ("slowest:", "lowest_accept:", "highest_accept:", "accept_rate<",
+                    "accept_rate>", "duration>"):  # fmt: skip
             if item.startswith(key):
                 rule, text = key.rstrip(":"), item[len(key) :].strip()
                 if rule == "duration>" and text.endswith("ms"):
@@ -412,11 +420,9 @@ def parse_rules(name: str, raw: str) -> tuple[tuple[str, float | None], ...]:
                     arg = float(text)
                 except ValueError:
                     raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}") from None
-                if not math.isfinite(arg) or (
-                    rule in ("slowest", "lowest_accept") and not 0 <= arg <= 1
-                ):
+                if not math.isfinite(arg) or (rule in _FRACTIONS and not 0 <= arg <= 1):
                     raise ConfigError(name, raw, f"{rule}: {RULES[rule][1]}")
-                if rule in ("slowest", "lowest_accept") and 0 < arg < 1 / QUANTILE_WINDOW:
+                if rule in _FRACTIONS and 0 < arg < 1 / QUANTILE_WINDOW:
                     # judged against the last QUANTILE_WINDOW requests: a smaller fraction
                     # is less than one request of the window and could never keep one
                     raise ConfigError(

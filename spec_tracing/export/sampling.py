@@ -161,6 +161,9 @@ class StepSampler:
                 return "duration"
             if rule == "accept_rate<" and rate is not None and rate < arg:
                 return "accept_rate"
+            # Very high acceptance is a health signal too: a model looping on its own output.
+            if rule == "accept_rate>" and rate is not None and rate > arg:
+                return "high_accept_rate"
             # Against the requests that ended before this one, once there are 1/F of them: the
             # first requests of a run are not "the slowest 1%" of nothing.
             # Strictly past the quantile: where many requests tie (accept rate 0 in a stretch of
@@ -171,6 +174,9 @@ class StepSampler:
             if rule == "lowest_accept" and arg > 0 and len(self.rates.sorted) * arg >= 1:
                 if rate is not None and rate < self.rates.at(arg):
                     return "low_accept"
+            if rule == "highest_accept" and arg > 0 and len(self.rates.sorted) * arg >= 1:
+                if rate is not None and rate > self.rates.at(1 - arg):
+                    return "high_accept"
         return None
 
     def drain(self) -> None:

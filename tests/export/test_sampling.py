@@ -129,6 +129,12 @@ OUT_OF_RATIO = 2**64 - 1  # low 64 bits all set: outside any ratio below 1
          "low_accept"),
         ("lowest_accept:0.1", [dict(duration=1, rate=0.8)] * 20, dict(duration=1, rate=0.9),
          None),
+        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 20, dict(duration=1, rate=0.99),
+         "high_accept"),
+        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 20, dict(duration=1, rate=0.5),
+         None),  # a tie with the quantile is not past it
+        ("accept_rate>0.95", [], dict(duration=1, rate=0.99), "high_accept_rate"),
+        ("accept_rate>0.95", [], dict(duration=1, rate=0.9), None),
         ("accept_rate<0.3", [], dict(duration=1, rate=0.2), "accept_rate"),
         ("accept_rate<0.3", [], dict(duration=1), None),  # no rounds: no rate to judge
         ("duration>2000ms", [], dict(duration=2.5), "duration"),
