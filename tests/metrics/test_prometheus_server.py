@@ -30,6 +30,7 @@ from spec_tracing.report.otlp_json import read_spans
 
 ROOT = Path(__file__).parents[2]
 DOC = ROOT / "docs" / "reference" / "metrics.md"
+ALERTS = ROOT / "dashboards" / "spec-tracing-alerts.yml"
 PROMETHEUS = shutil.which("prometheus")
 
 if PROMETHEUS is None and os.environ.get("REQUIRE_PROMETHEUS"):
@@ -55,6 +56,7 @@ class Prometheus:
         config = tmp / "prometheus.yml"
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            f"rule_files: ['{ALERTS}']\n"
             "scrape_configs:\n"
             f"  - job_name: spec\n    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
         )
@@ -86,6 +88,12 @@ class Prometheus:
                         return float(ts)
             time.sleep(0.1)
         raise AssertionError(f"Prometheus never scraped {metric} = {value}")
+
+    def rules(self) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/rules"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        return [rule for group in body["data"]["groups"] for rule in group["rules"]]
 
     def stop(self):
         self.proc.terminate()
@@ -231,3 +239,28 @@ def test_every_dashboard_query_returns_data_for_a_run(run, title, expr):
         assert got[""] == pytest.approx(run.expected["accept rate"][""], rel=1e-9)
     if title == "Per-position acceptance":
         assert got == pytest.approx(run.expected["per-position acceptance"], rel=1e-9)
+
+
+def test_the_alert_rules_pass_promtool_and_evaluate_quietly_on_a_healthy_run(run):
+    """promtool checks the file and runs its unit tests (each alert fires on the series made to
+    fire it and on no other); the real Prometheus scraping a healthy run evaluates every rule
+    without error and fires none."""
+    promtool = shutil.which("promtool")
+    assert promtool, "Debian's prometheus package ships promtool"
+    checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert checked.returncode == 0 and "SUCCESS: 5 rules found" in checked.stdout, checked
+    tested = subprocess.run([promtool, "test", "rules", "alert_rules_test.yml"],
+                            cwd=Path(__file__).parent, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    for _ in range(300):  # a liveness bound: rules are evaluated every second
+        rules = run.prometheus.rules()
+        if len(rules) == 5 and all(r.get("lastEvaluation", "").startswith("2") for r in rules):
+            break
+        time.sleep(0.1)
+    assert {r["name"] for r in rules} == {
+        "SpecDecodeAcceptanceCollapse", "SpecDecodeAcceptanceDrop", "SpecDecodeAcceptanceTooHigh",
+        "SpecDecodeWidthThrash", "SpecTracingLosingSpans"}  # fmt: skip
+    assert all(r["health"] == "ok" for r in rules), rules
+    assert all(r["state"] == "inactive" for r in rules), rules
