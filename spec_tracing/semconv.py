@@ -27,6 +27,16 @@ class SpanAttr:
     # engine's step bounds, because the seam that times the stage is missing in this version).
     TIMING = "spec_tracing.timing"
     ERROR_TYPE = "error.type"
+    # On spec_adapt (an adaptive controller's decision, at the step where the width changes):
+    # the width before and after, the batch-size slot it was decided for (its lower bound), the
+    # controller's estimate of accepted drafts per round before and after this step (an EMA
+    # for SGLang-style controllers), and the widths it chooses from.
+    ADAPT_OLD_WIDTH = "spec_decode.adapt.old_width"
+    ADAPT_NEW_WIDTH = "spec_decode.adapt.new_width"
+    ADAPT_SLOT = "spec_decode.adapt.slot"
+    ADAPT_EMA_BEFORE = "spec_decode.adapt.ema_before"
+    ADAPT_EMA_AFTER = "spec_decode.adapt.ema_after"
+    ADAPT_CANDIDATES = "spec_decode.adapt.candidates"
 
     # On the request's root span.
     REQUEST_ID = "spec_request.id"

@@ -72,3 +72,6 @@ class RequestStage:
     SPEC_DRAFT = register_stage("spec_draft", 2)
     SPEC_VERIFY = register_stage("spec_verify", 2)
     SPEC_DRAFT_EXTEND = register_stage("spec_draft_extend", 3)
+    # An adaptive controller's decision to change the draft width (zero length, at the step's
+    # verify end): why the width that follows ran.
+    SPEC_ADAPT = register_stage("spec_adapt", 2)

@@ -28,6 +28,7 @@ class MetricName:
     ACCEPTED = "spec_decode.accepted_drafts"
     EMITTED = "spec_decode.emitted_tokens"
     ACCEPTED_PER_POSITION = "spec_decode.accepted_per_position"
+    STEPS_BY_WIDTH = "spec_decode.steps_by_width"
     OFFERED_PER_POSITION = "spec_decode.offered_per_position"
     REACHED_PER_POSITION = "spec_decode.reached_per_position"
     ROUNDS_BY_ACCEPTED = "spec_decode.rounds_by_accepted"
@@ -93,6 +94,8 @@ class SpecMetrics:
              "Accepted draft tokens by draft position (attribute position, 0-based)"),
             # With these two, acceptance per position stays right when the width changes:
             # accepted / offered (unconditional), accepted / reached (given the earlier ones).
+            (MetricName.STEPS_BY_WIDTH, "{step}",
+             "Verify batches by the draft width they ran with (attribute width)"),
             (MetricName.OFFERED_PER_POSITION, "{round}",
              "Verify rounds that offered a draft at this position (attribute position, 0-based)"),
             (MetricName.REACHED_PER_POSITION, "{round}",
@@ -227,6 +230,11 @@ class SpecMetrics:
             for position, count in enumerate(positions):
                 key = keys.of("position", position)
                 series[key] = series.get(key, 0) + count
+            width = batch_attrs.get(SpanAttr.NUM_STEPS)
+            if type(width) is int:
+                series = totals[MetricName.STEPS_BY_WIDTH]
+                key = keys.of("width", self._bounded("width", width))
+                series[key] = series.get(key, 0) + 1
             for name, counts in ((MetricName.OFFERED_PER_POSITION, offered.offered),
                                  (MetricName.REACHED_PER_POSITION, offered.reached)):  # fmt: skip
                 series = totals[name]

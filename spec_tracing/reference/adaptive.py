@@ -141,12 +141,28 @@ def parse_config(config: dict | str | os.PathLike) -> list[Slot]:
     return slots
 
 
+@dataclass(frozen=True)
+class Decision:
+    """A width change and what it was decided from (the `spec_adapt` span's attributes)."""
+
+    slot: int  # the batch-size slot's lower bound
+    batch_size: int
+    old_width: int
+    new_width: int
+    ema_before: float | None
+    ema_after: float
+    candidates: tuple[int, ...]
+
+
 class AdaptiveController:
     """Chooses the draft width for each batch and learns from each verify round."""
 
-    def __init__(self, config: dict | str | os.PathLike | None = None, on_change=None):
+    def __init__(
+        self, config: dict | str | os.PathLike | None = None, on_change=None, on_decision=None
+    ):
         self.slots = parse_config(DEFAULT_CONFIG if config is None else config)
         self.on_change = on_change  # callable(slot, old_steps, new_steps)
+        self.on_decision = on_decision  # callable(Decision), when the width changes
 
     def slot_for(self, batch_size: int) -> Slot:
         chosen = self.slots[0]
@@ -164,6 +180,7 @@ class AdaptiveController:
             return
         slot = self.slot_for(batch_size)
         mean = sum(accepted) / len(accepted)
+        ema_before = slot.ema
         slot.ema = (
             mean if slot.ema is None else (slot.ema_alpha * mean + (1 - slot.ema_alpha) * slot.ema)
         )
@@ -177,6 +194,10 @@ class AdaptiveController:
             slot.history.append((slot.rounds, old, slot.steps))
             if self.on_change is not None:
                 self.on_change(slot, old, slot.steps)
+            if self.on_decision is not None:
+                candidates = tuple(slot.candidate_steps)
+                self.on_decision(Decision(slot.min_batch, batch_size, old, slot.steps,
+                                          ema_before, slot.ema, candidates))  # fmt: skip
 
 
 def _decide(slot: Slot) -> int:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+import spec_tracing
 from spec_tracing.reference.adaptive import AdaptiveController, parse_config
 
 CONFIG = {
@@ -102,3 +103,38 @@ def test_a_config_file_is_read(tmp_path):
 def test_bad_config_is_a_value_error_naming_slot_and_field(config, match):
     with pytest.raises(ValueError, match=match):
         parse_config(config)
+
+
+def test_every_width_change_is_a_spec_adapt_span_with_its_inputs(spec_spans):
+    """The reference engine's controller: each decision it makes is one spec_adapt span per
+    request of the batch it was decided from, carrying old and new width, slot, the EMA before
+    and after and the candidates; the steps that follow in that slot run at the new width."""
+    from spec_tracing.reference.engine import Engine, demo_prompts
+    from spec_tracing.semconv import SpanAttr
+
+    engine = Engine("eagle", batch_size=8, adaptive=True, seed=2)
+    for prompt in demo_prompts(16, seed=2):
+        engine.add_request(prompt, 40)
+    engine.run()
+    spec_tracing.flush()
+    decisions = [h for slot in engine.controller.slots for h in slot.history]
+    adapt = spec_spans.spans("spec_adapt")
+    assert decisions and adapt
+    by_time = {}
+    for span in adapt:
+        by_time.setdefault(span.start_time, []).append(span)
+    assert len(by_time) == len(decisions)
+    made = sorted((old, new) for _, old, new in decisions)
+    seen = []
+    for spans in by_time.values():
+        a = spans[0].attributes
+        assert len(spans) == a[SpanAttr.BATCH_SIZE]  # one per request of the batch
+        assert a[SpanAttr.ADAPT_OLD_WIDTH] != a[SpanAttr.ADAPT_NEW_WIDTH]
+        assert {a[SpanAttr.ADAPT_OLD_WIDTH], a[SpanAttr.ADAPT_NEW_WIDTH]} <= set(
+            a[SpanAttr.ADAPT_CANDIDATES]
+        )
+        slot = engine.controller.slot_for(a[SpanAttr.BATCH_SIZE])
+        assert a[SpanAttr.ADAPT_SLOT] == slot.min_batch
+        assert spans[0].end_time == spans[0].start_time
+        seen.append((a[SpanAttr.ADAPT_OLD_WIDTH], a[SpanAttr.ADAPT_NEW_WIDTH]))
+    assert sorted(seen) == made
