@@ -76,6 +76,9 @@ COUNTS: tuple[Count, ...] = (
           "requests whose step spans were kept"),
     Count("steps_dropped_requests", INFO, "the step sampler",
           "requests whose step spans were left out"),
+    Count("steps_refused_requests", INFO, "the step sampler",
+          "requests a keep rule picked past SPEC_TRACING_STEP_KEEP_MAX (their steps went by the "
+          "ratio)"),
     Count("step_sampling_early_decisions", INFO, "the step sampler",
           "requests decided by the ratio alone before they ended (held spans over the bound)"),
     Count("prometheus_endpoints_not_served", EVENT, "the metrics setup",

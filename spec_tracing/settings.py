@@ -209,6 +209,15 @@ SPEC_VARS: tuple[Var, ...] = (
         "rule.",
     ),
     Var(
+        "SPEC_TRACING_STEP_KEEP_MAX",
+        "step_keep_max",
+        0.05,
+        lambda name, raw: _ratio(name, raw),
+        "The most the keep rules may keep, as a share (0..1) of the last 2,000 requests: past "
+        "it a rule's pick is refused (counted in steps_refused_requests), so that an incident "
+        "that makes every request slow keeps the steps of a bounded few. 1: no bound.",
+    ),
+    Var(
         "SPEC_TRACING_MAX_OPEN_REQUESTS",
         "max_open_requests",
         100000,
@@ -534,6 +543,7 @@ class Settings:
     max_open_requests: int = 100000
     step_sample_ratio: float = 1.0
     step_keep: str = "error"
+    step_keep_max: float = 0.05
     metrics: bool = True
     prometheus_port: int | None = None
     prometheus_host: str = "127.0.0.1"

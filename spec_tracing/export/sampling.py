@@ -53,8 +53,14 @@ class WindowQuantile:
 class StepSampler:
     """Filters span records (wire.py) as the assembler makes them; see the module docstring."""
 
-    def __init__(self, ratio: float, rules, max_held_spans: int):
+    def __init__(self, ratio: float, rules, max_held_spans: int, keep_max: float = 1.0):
         self.ratio = ratio
+        # The rules' budget: of the last QUANTILE_WINDOW requests, at most keep_max kept by a
+        # rule (tests/export/test_sampling.py::test_the_keep_budget_bounds_what_rules_keep).
+        self.keep_max = keep_max
+        self.recent_rule_keeps: deque = deque(maxlen=QUANTILE_WINDOW)
+        self.rule_keeps_in_window = 0
+        self.refused = 0
         self.bound = int(ratio * (1 << 64))
         self.rules = tuple(rules)
         self.max_held = max_held_spans
@@ -74,7 +80,8 @@ class StepSampler:
         if settings is None or settings.step_sample_ratio >= 1.0:
             return None
         rules = parse_rules("SPEC_TRACING_STEP_KEEP", settings.step_keep)
-        return cls(settings.step_sample_ratio, rules, settings.export_queue_spans)
+        return cls(settings.step_sample_ratio, rules, settings.export_queue_spans,
+                   getattr(settings, "step_keep_max", 1.0))  # fmt: skip
 
     def counts(self) -> dict:
         return {
@@ -82,6 +89,7 @@ class StepSampler:
             "steps_dropped_requests": self.dropped_requests,
             "sampled_out_spans": self.sampled_out,
             "step_sampling_early_decisions": self.early_decisions,
+            "steps_refused_requests": self.refused,
         }
 
     def in_ratio(self, trace_id: int) -> bool:
@@ -133,6 +141,14 @@ class StepSampler:
         if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
             rate = None  # a request attribute of any value: only a finite number is judged
         reason = "ratio" if self.in_ratio(trace_id) else self._rule(error, duration, rate)
+        by_rule = reason is not None and reason != "ratio"
+        if by_rule and self.rule_keeps_in_window >= self.keep_max * QUANTILE_WINDOW:
+            self.refused += 1  # over the budget: this one goes by the ratio (out of it)
+            reason, by_rule = None, False
+        if len(self.recent_rule_keeps) == QUANTILE_WINDOW:
+            self.rule_keeps_in_window -= self.recent_rule_keeps[0]
+        self.recent_rule_keeps.append(by_rule)
+        self.rule_keeps_in_window += by_rule
         if handle in self.early:
             del self.early[handle]
             reason = reason if reason == "ratio" else None

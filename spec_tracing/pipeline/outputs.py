@@ -271,7 +271,7 @@ _EXPORT_LOSSES = ("export_dropped_spans", "export_failed_spans", "export_rejecte
                   "export_lost_spans")  # fmt: skip
 # Counted by the pipeline, wherever it runs (reported by the exporter process as they are).
 _SAMPLING_AND_INPUT = ("unmatched_ends", "limited_attributes", "sampled_out_spans",
-                       "steps_kept_requests", "steps_dropped_requests",
+                       "steps_kept_requests", "steps_dropped_requests", "steps_refused_requests",
                        "step_sampling_early_decisions", "evicted_requests", "metric_errors",
                        "capped_metric_labels", "prometheus_endpoints_not_served")  # fmt: skip
 _COUNTS = ("export_dropped_spans", "export_failed_spans", "export_rejected_spans",

@@ -211,3 +211,26 @@ def test_the_open_request_bound_is_a_setting(monkeypatch):
     monkeypatch.setenv("SPEC_TRACING_MAX_OPEN_REQUESTS", "0")
     with pytest.raises(ConfigError, match="SPEC_TRACING_MAX_OPEN_REQUESTS"):
         spec_tracing.enable(exporter="none")
+
+
+def test_the_keep_budget_bounds_what_rules_keep():
+    """An incident: every request has a low accept rate. With a budget of 1% the rule keeps 20
+    of any 2,000 consecutive requests (the budget's window), refuses the rest and counts them."""
+    sampler = StepSampler(0.0, parse_rules("X", "accept_rate<0.5"), max_held_spans=10_000,
+                          keep_max=0.01)  # fmt: skip
+    kept = []
+    for i in range(5000):
+        reason, _ = _decide(sampler, OUT_OF_RATIO - i, duration=1.0, rate=0.1)
+        kept.append(reason == "accept_rate")
+    for start in range(0, 5000 - 2000, 250):
+        assert sum(kept[start : start + 2000]) <= 20
+    assert sum(kept) >= 40  # the budget renews as the window moves
+    assert sampler.counts()["steps_refused_requests"] == 5000 - sum(kept)
+
+
+def test_the_keep_budget_is_a_setting():
+    from spec_tracing.settings import ConfigError, Settings
+
+    assert Settings.from_env({}).step_keep_max == 0.05
+    with pytest.raises(ConfigError, match="SPEC_TRACING_STEP_KEEP_MAX"):
+        Settings.from_env({"SPEC_TRACING_STEP_KEEP_MAX": "2"})
