@@ -51,6 +51,8 @@ class SpanAttr:
     # Output tokens per engine step of the request (its prefill step, if that emitted the first
     # token, and its verify rounds): 1.0 is plain decoding.
     TOKENS_PER_STEP = "spec_decode.tokens_per_step"
+    # Seconds from the request's arrival to the start of its prefill: its wait in the queue.
+    QUEUE_TIME = "spec_request.queue_time"
     # OpenTelemetry GenAI semantic conventions, where the engine knows them.
     GEN_AI_MODEL = "gen_ai.request.model"
     GEN_AI_PROVIDER = "gen_ai.provider.name"

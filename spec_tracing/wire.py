@@ -49,9 +49,10 @@ CompactEvent: TypeAlias = tuple
 
 # What a request's end carries for its figures (computed where spans are assembled):
 # (sampled, (rounds, accepted, proposed, rate_accepted, next_offset),
-#  (draft_s, verify_s, extend_s), first_token_ts | None, verify_recorded)
+#  (draft_s, verify_s, extend_s), first_token_ts | None, verify_recorded,
+#  prefill_start_ts | None)
 Facts: TypeAlias = tuple[bool, tuple[int, int, int, int, int], tuple[float, float, float],
-                         float | None, bool]  # fmt: skip
+                         float | None, bool, float | None]  # fmt: skip
 
 # A row of a stage record:
 # (trace_id, root_id, t0, t1, step, accepted | None, proposed | None, output_offset | None)

@@ -136,7 +136,13 @@ class StepSampler:
         handle = (trace_id, span_id)
         held = self.held.pop(handle, ())
         self.held_spans -= len(held)
+        # Judged on the request's own service time: its wait in the queue grows through an
+        # overloaded run and is no property of the request (with it, each new request beats
+        # the running quantile and `slowest` keeps nearly everything).
         duration = t1 - t0
+        queued = attrs.get(SpanAttr.QUEUE_TIME)
+        if type(queued) is float and 0.0 <= queued <= duration:
+            duration -= queued
         rate = attrs.get(SpanAttr.ACCEPT_RATE)
         if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
             rate = None  # a request attribute of any value: only a finite number is judged

@@ -18,9 +18,11 @@ from ..semconv import SpanAttr
 from ..wire import FINISH, ROUNDS, Facts
 
 
-def figures(facts: Facts) -> dict:
-    """The request's acceptance and time figures, for its root and its histograms."""
-    _, (rounds, accepted, proposed, rate_accepted, next_offset), stage_s, _, verify_seen = facts
+def figures(facts: Facts, t0: float | None = None) -> dict:
+    """The request's acceptance and time figures, for its root and its histograms; `t0`, its
+    arrival, for its time in the queue."""
+    _, (rounds, accepted, proposed, rate_accepted, next_offset), stage_s, _, verify_seen = facts[:5]
+    prefill_start = facts[5] if len(facts) > 5 else None
     acceptance = Acceptance(rounds, accepted, proposed, rate_accepted, next_offset)
     out: dict = {}
     # Below level 2 verify is not recorded: the acceptance is unknown, not zero.
@@ -41,6 +43,8 @@ def figures(facts: Facts) -> dict:
     if rounds and next_offset > accepted:
         # output tokens: the first one's, then the rounds'
         out[SpanAttr.TOKENS_PER_STEP] = next_offset / (next_offset - accepted)
+    if prefill_start is not None and t0 is not None and math.isfinite(prefill_start - t0):
+        out[SpanAttr.QUEUE_TIME] = max(0.0, prefill_start - t0)
     return out
 
 
@@ -93,7 +97,7 @@ class Signals:
     def _finish(self, event: tuple, spans: bool = True) -> bool:
         """Record the request's metrics; True if its root span is to be made."""
         _, handle, t1, (_, t0, attrs, error), facts = event
-        found = figures(facts)
+        found = figures(facts, t0)
         sampled = facts[0]
         if sampled and spans:
             attrs.update(found)

@@ -262,6 +262,10 @@ class Materializer:
         if kind == START:
             if slot is not None:
                 spent[3 + slot] = t0
+            elif name == _PREFILL:  # the request left the queue
+                for st in stats:
+                    if st.prefill_start_ts is None:
+                        st.prefill_start_ts = t0
             if handles:
                 out.append((START, name, t0, handles))
             return
@@ -276,6 +280,8 @@ class Materializer:
             for st in stats:
                 if st.first_token_ts is None:
                     st.first_token_ts = end
+                if kind == SLICE and st.prefill_start_ts is None:
+                    st.prefill_start_ts = t0
         n = len(reqs)
         acc = _counts(accepted, n, "accepted counts")
         prop = _counts(proposed, n, "proposed counts")
@@ -338,6 +344,7 @@ class Materializer:
             tuple(st.stage_s),
             st.first_token_ts,
             self.level >= RequestStage.SPEC_VERIFY.level,
+            st.prefill_start_ts,
         )
         if st.sampled:
             attrs, bad = clean_attributes(st.attributes)

@@ -137,6 +137,7 @@ class ReqTimeStats:
         # (the end of prefill).
         self.stage_s = [0.0, 0.0, 0.0]
         self.first_token_ts: float | None = None
+        self.prefill_start_ts: float | None = None  # when it left the queue
         # Trace identity.
         self.trace_id = 0
         self.span_id = 0
@@ -184,7 +185,8 @@ class ReqTimeStats:
 
     def _ghost_state(self) -> dict:
         keep = ("rid", "start_ts", "attributes", "acceptance", "trace_id", "span_id", "handle",
-                "parent", "sampled", "last_times", "stage_s", "first_token_ts")  # fmt: skip
+                "parent", "sampled", "last_times", "stage_s", "first_token_ts",
+                "prefill_start_ts")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def _disown(self) -> None:

@@ -234,3 +234,35 @@ def test_the_keep_budget_is_a_setting():
     assert Settings.from_env({}).step_keep_max == 0.05
     with pytest.raises(ConfigError, match="SPEC_TRACING_STEP_KEEP_MAX"):
         Settings.from_env({"SPEC_TRACING_STEP_KEEP_MAX": "2"})
+
+
+def test_slowest_is_judged_on_service_time_not_on_the_wait_in_the_queue():
+    """In an overloaded run each new request waited longer than the last: with its wait counted
+    it would beat the running quantile every time."""
+    sampler = StepSampler(0.0, parse_rules("X", "slowest:0.1"), max_held_spans=1000)
+    for i in range(20):
+        sampler.filter([_root(OUT_OF_RATIO - 1 - i, duration=1.0)])
+    queued = (ROOT_RECORD, OUT_OF_RATIO, 1, None, 100.0, 105.0,
+              {SpanAttr.QUEUE_TIME: 4.5}, None)  # 5 s in all, 0.5 s of service  # fmt: skip
+    (root,) = sampler.filter([queued])
+    assert root[6][KEEP_REASON] == "sampled_out"
+    slow = (ROOT_RECORD, OUT_OF_RATIO - 100, 1, None, 100.0, 105.0,
+            {SpanAttr.QUEUE_TIME: 0.5}, None)  # 4.5 s of service  # fmt: skip
+    (root,) = sampler.filter([slow])
+    assert root[6][KEEP_REASON] == "slow"
+
+
+def test_roots_say_how_long_the_request_waited_in_the_queue(spec_spans):
+    from spec_tracing.reference.engine import Engine, demo_prompts
+
+    engine = Engine("eagle", batch_size=2, num_steps=2, seed=1)
+    for prompt in demo_prompts(6, seed=1):
+        engine.add_request(prompt, 8)
+    engine.run()
+    spec_tracing.flush()
+    roots = sorted(spec_spans.roots(), key=lambda r: r.start_time)
+    prefill = {s.context.trace_id: s.start_time for s in spec_spans.spans("prefill")}
+    for root in roots:
+        waited = (prefill[root.context.trace_id] - root.start_time) / 1e9
+        assert root.attributes[SpanAttr.QUEUE_TIME] == pytest.approx(waited, abs=1e-6)
+    assert roots[-1].attributes[SpanAttr.QUEUE_TIME] > roots[0].attributes[SpanAttr.QUEUE_TIME]
