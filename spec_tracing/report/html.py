@@ -252,6 +252,8 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str,
             "batch": SpanAttr.BATCH_SIZE,
             "width": SpanAttr.NUM_STEPS,
             "steps_kept": "spec_tracing.steps_kept",
+            "old_width": SpanAttr.ADAPT_OLD_WIDTH,
+            "new_width": SpanAttr.ADAPT_NEW_WIDTH,
         },
         "requests": requests,
     }

@@ -46,6 +46,19 @@
     }
   }
 
+  // An adaptive controller's decisions (spec_adapt spans, one per request of the batch): time of
+  // each change -> "old→new", marked on the width chart.
+  const ADAPT = D.names.indexOf("spec_adapt"), changes = new Map();
+  if (ADAPT >= 0) {
+    for (const r of D.requests) {
+      for (let k = 0; k < r.bars.length; k += FIELDS) {
+        if (r.bars[k] !== ADAPT) continue;
+        const a = SETS[r.bars[k + 4]];
+        changes.set(r.bars[k + 1], a[A.old_width] + "→" + a[A.new_width]);
+      }
+    }
+  }
+
   for (const r of RUNS) if (r.start === Infinity) r.start = 0;  // a file without requests
   let run = 0, base = RUNS[0].start, runEnd = RUNS[0].end;
   const view = {t0: base, t1: runEnd, f0: 0, f1: 1, mode: "shared"};
@@ -316,6 +329,21 @@
     bs.forEach((b, i) => {
       if (b.rounds) ctx.fillRect(LABEL_W + i * bw, TOP + CH * (1 - b.width / b.rounds / maxW) - 1.5, bw, 3);
     });
+    // The controller's changes in view: a tick at the top with old→new where there is room.
+    stats.changes = [];
+    let lastLabel = -Infinity;
+    ctx.strokeStyle = WIDTH_C;
+    for (const [t, label] of changes) {
+      if (t < view.t0 || t > view.t1 || view.mode !== "shared") continue;
+      const x = Math.round(xShared(t)) + 0.5;
+      stats.changes.push([t, label]);
+      ctx.beginPath(); ctx.moveTo(x, TOP); ctx.lineTo(x, TOP + 10); ctx.stroke();
+      if (x - lastLabel > 34) {
+        ctx.fillStyle = WIDTH_C;
+        ctx.fillText(label, x + 2, TOP + 6);
+        lastLabel = x;
+      }
+    }
   }
 
   function drawPositions() {

@@ -355,3 +355,24 @@ def test_the_page_fits_common_widths_and_a_clicked_bar_shows_its_details(browser
         " return r.top >= 0 && r.top < window.innerHeight && r.height > 0; })()"
     )
     assert shown
+
+
+def test_the_width_chart_marks_each_controller_decision(browser, tmp_path):
+    pytest.importorskip("torch")
+    trace, page_file = tmp_path / "ad.jsonl", tmp_path / "ad.html"
+    cli = [sys.executable, "-m", "spec_tracing.cli"]
+    for args in (["demo", "--adaptive", "--quiet", "--num-requests", "24",
+                  "--max-new-tokens", "32", "--trace-file", str(trace)],
+                 ["report", str(trace), "--html", str(page_file)]):  # fmt: skip
+        done = subprocess.run([*cli, *args], env=clean_env(), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    decisions = {}
+    for s in read_spans(str(trace)):
+        if s.name == "spec_adapt":
+            a = s.attributes
+            decisions[s.start_ns] = f"{a[SpanAttr.ADAPT_OLD_WIDTH]}→{a[SpanAttr.ADAPT_NEW_WIDTH]}"
+    assert decisions
+    page = _open(browser, page_file)
+    marked = page.evaluate("specTrace.stats.changes")
+    assert sorted(label for _, label in marked) == sorted(decisions.values())
