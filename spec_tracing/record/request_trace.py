@@ -117,6 +117,10 @@ class ReqTimeStats:
     or starts a new trace. Sampling is decided here, once per request.
     """
 
+    # A copy unpickled from a process whose ReqTimeStats had no such field reads None here,
+    # not an AttributeError on the recorder's thread (tests/record/test_pickle.py).
+    prefill_start_ts: float | None = None
+
     def __init__(
         self,
         rid: str | int | None = None,

@@ -62,3 +62,18 @@ def test_an_unpicklable_value_stays_behind_counted_and_the_request_still_travels
     spec_tracing.flush()
     (root,) = spec_spans.roots()
     assert root.attributes["spec_request.id"] == "with-a-lock"
+
+
+def test_a_copy_from_a_process_without_a_newer_field_still_ends_with_its_root(spec_spans):
+    """A request's state pickled where ReqTimeStats had fewer fields (another spec-tracing in
+    another process of the engine): what it lacks reads as unknown, and its root is emitted."""
+    st = ReqTimeStats(rid="older")
+    state = st.__getstate__()
+    state.pop("prefill_start_ts")
+    copy = ReqTimeStats.__new__(ReqTimeStats)
+    copy.__setstate__(state)
+    copy.finish()
+    spec_tracing.flush()
+    (root,) = spec_spans.roots()
+    assert root.attributes["spec_request.id"] == "older"
+    assert spec_tracing.stats()["invalid_events"] == 0
