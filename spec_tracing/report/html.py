@@ -228,7 +228,7 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str,
         end = max(s.end_ns for s in stages) - t0
         run = next((n for n, (a, b) in run_bounds.items() if a <= start <= b), 0)
         requests.append(
-            {"id": f"trace {trace_id[:8]} (root not in file)", "trace": trace_id, "span": "",
+            {"id": f"trace {trace_id[:8]} · no root", "trace": trace_id, "span": "",
              "run": run, "start": start, "dur": end - start, "outcome": "no root",
              "status": "", "rounds": None, "accepted": None, "proposed": None, "rate": None,
              "attrs": attrset({}), "bars": bars_of(stages)}

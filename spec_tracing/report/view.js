@@ -446,6 +446,9 @@
     rate: (r) => (r.rate === null ? -1 : r.rate), outcome: (r) => r.outcome,
   };
   function refilter() {
+    // What the tooltip described may be filtered out: it goes until the pointer moves again.
+    const shown = document.getElementById("tooltip");
+    if (shown) shown.style.display = "none";
     const outcome = $("filter-outcome").value, text = $("filter-id").value.trim();
     const inRun = (r) => r.run === run;
     const number = (id) => ($(id).value === "" ? null : Number($(id).value));

@@ -376,3 +376,14 @@ def test_the_width_chart_marks_each_controller_decision(browser, tmp_path):
     page = _open(browser, page_file)
     marked = page.evaluate("specTrace.stats.changes")
     assert sorted(label for _, label in marked) == sorted(decisions.values())
+
+
+def test_filtering_hides_a_tooltip_that_described_what_it_removed(browser, run):
+    page = _open(browser, run["page"])
+    rid = page.evaluate("specTrace.order()[0]")
+    point = page.evaluate("([id, i]) => specTrace.barPoint(id, i)", [rid, 0])
+    page.mouse.move(point["x"], point["y"])
+    assert page.evaluate("getComputedStyle(document.getElementById('tooltip')).display") != "none"
+    page.fill("#filter-id", "no-such-request")
+    page.dispatch_event("#filter-id", "input")
+    assert page.evaluate("getComputedStyle(document.getElementById('tooltip')).display") == "none"

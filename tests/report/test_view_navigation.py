@@ -160,7 +160,7 @@ def test_appended_runs_cut_short_requests_and_orphan_spans(browser, tmp_path):  
 
     page.select_option("#run", "1")
     order = page.evaluate("specTrace.order()")
-    assert sorted(order) == sorted(["r0", "queued", "trace 99999999 (root not in file)"])
+    assert sorted(order) == sorted(["r0", "queued", "trace 99999999 · no root"])
     view = page.evaluate("specTrace.view()")
     assert view["t0"] >= gap and view["t1"] - view["t0"] < 10**9
     assert page.evaluate("specTrace.stats.drawn") == {"spec_verify": 1}  # the orphan is drawn
