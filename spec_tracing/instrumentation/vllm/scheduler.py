@@ -207,6 +207,13 @@ def _update_from_output(wrapped, instance, args, kwargs):
         # Requests that finished in this step end after its verify: their last round counts.
         for request_end in ending:
             _end(*request_end)
+        if ending:
+            # EngineCore may be killed right after the last response (--shutdown-timeout 0):
+            # finished requests leave this process now, not at the next drain. (Imported
+            # here: tracing is on, so lifecycle is loaded already.)
+            from ... import lifecycle
+
+            lifecycle.drain_soon()
     return result
 
 
