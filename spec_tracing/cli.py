@@ -150,6 +150,15 @@ def _report(args: argparse.Namespace) -> int:
     from .stages import RequestStage
 
     logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
+    files = args.file
+    if len(files) > 2 or (len(files) == 2 and (args.jaeger_json or args.perfetto
+                                               or args.requests or not args.html)):  # fmt: skip
+        print("spec-tracing report: two files compare two runs, with --html OUT.html and no "
+              f"other output; got {len(files)} files", file=sys.stderr)  # fmt: skip
+        return 2
+    if len(files) == 2:
+        return _compare(args, files)
+    args.file = files[0]
     problem = _check_outputs(args)
     if problem:  # before the (possibly long) parse
         print(f"spec-tracing report: {problem}", file=sys.stderr)
@@ -216,6 +225,44 @@ def _select(text: str) -> tuple:
         return parse_select(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--select ")) from None
+
+
+def _compare(args: argparse.Namespace, files: list[str]) -> int:
+    from .report.compare import render_compare
+    from .report.otlp_json import TraceFileError, read_spans
+    from .report.summary import TraceSummary
+
+    for file in files:
+        args.file = file
+        problem = _check_outputs(args)
+        if problem:
+            print(f"spec-tracing report: {problem}", file=sys.stderr)
+            return 2
+    try:
+        runs = [read_spans(f) for f in files]
+        texts = []
+        for spans in runs:
+            summary = TraceSummary()
+            for s in spans:
+                summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+            texts.append(summary.render())
+        page = render_compare(*runs, *(os.path.basename(f) for f in files))
+    except TraceFileError as exc:
+        print(f"spec-tracing report: {exc}", file=sys.stderr)
+        return 2
+    except _BAD_VALUE as exc:
+        print(f"spec-tracing report: a value the report cannot use "
+              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
+        return 2
+    for label, file, text in zip("AB", files, texts, strict=True):
+        print(f"{label}: {file}\n{text}\n")
+    try:
+        _replace(args.html, page)
+    except OSError as exc:
+        print(f"spec-tracing report: cannot write {args.html} ({exc.strerror})", file=sys.stderr)
+        return 2
+    print(f"wrote {args.html}")
+    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -359,7 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
     report = sub.add_parser("report", help="summarize an OTLP JSON trace file", allow_abbrev=False)
-    report.add_argument("file", help="OTLP JSON lines (ours or the Collector file exporter's)")
+    report.add_argument(
+        "file",
+        nargs="+",
+        help="OTLP JSON lines (ours or the Collector file exporter's); two files with --html: "
+        "the two runs side by side (acceptance, per position, widths, latency)",
+    )
     report.add_argument("--requests", action="store_true", help="also one line per request")
     report.add_argument(
         "--html",

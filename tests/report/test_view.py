@@ -387,3 +387,20 @@ def test_filtering_hides_a_tooltip_that_described_what_it_removed(browser, run):
     page.fill("#filter-id", "no-such-request")
     page.dispatch_event("#filter-id", "input")
     assert page.evaluate("getComputedStyle(document.getElementById('tooltip')).display") == "none"
+
+
+def test_the_comparison_page_opens_cleanly_and_fits_1366_px(browser, tmp_path):
+    from spec_tracing.report.compare import render_compare
+
+    spans = synthetic_spans(requests=20, steps=10)
+    page_file = tmp_path / "ab.html"
+    page_file.write_text(render_compare(spans, spans[: len(spans) // 2], "a.jsonl", "b.jsonl"))
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(page_file.as_uri())
+    assert errors == []
+    assert page.evaluate("document.documentElement.scrollWidth") == 1366 - page.evaluate(
+        "window.innerWidth - document.documentElement.clientWidth"
+    )
+    assert page.locator("#acceptance tr").count() == 5  # a header and four figures
