@@ -144,9 +144,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from .report.html import render_html
     from .report.jaeger import to_jaeger
-    from .report.otlp_json import TraceFileError, dumps, read_spans
+    from .report.otlp_json import dumps, read_spans
     from .report.perfetto import to_trace_events
-    from .report.summary import TraceSummary, render_requests
+    from .report.summary import render_requests
     from .stages import RequestStage
 
     logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
@@ -163,12 +163,10 @@ def _report(args: argparse.Namespace) -> int:
     if problem:  # before the (possibly long) parse
         print(f"spec-tracing report: {problem}", file=sys.stderr)
         return 2
-    try:
+
+    def work():
         spans = read_spans(args.file)
-        summary = TraceSummary()
-        for s in spans:
-            summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
-        text = summary.render()
+        text = _summary_text(spans)
         roots = [s for s in spans if s.name == RequestStage.REQUEST.name]
         listing = render_requests(roots, spans) if args.requests else None
         outputs = []
@@ -179,28 +177,55 @@ def _report(args: argparse.Namespace) -> int:
             outputs.append((args.jaeger_json, dumps(to_jaeger(spans))))
         if args.perfetto:
             outputs.append((args.perfetto, dumps(to_trace_events(spans))))
-    except TraceFileError as exc:
-        print(f"spec-tracing report: {exc}", file=sys.stderr)
+        return text, listing, outputs
+
+    done = _guarded("report", args.file, work)
+    if done is None:
         return 2
-    except _BAD_VALUE as exc:  # a value of the wrong type or out of range in a valid line
-        print(f"spec-tracing report: {args.file}: a value the report cannot use "
-              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
-        return 2
+    text, listing, outputs = done
     print(text)
     if listing is not None:
         print()
         print(listing)
+    return _write_all("report", outputs)
+
+
+_BAD_VALUE = (ValueError, TypeError, OverflowError, KeyError, AttributeError, RecursionError)
+
+
+def _guarded(command: str, file: str, work):
+    """work()'s result; None after one error line for a file that cannot be read or holds a
+    value of the wrong type or range (the caller exits 2)."""
+    from .report.otlp_json import TraceFileError
+
+    try:
+        return work()
+    except TraceFileError as exc:
+        print(f"spec-tracing {command}: {exc}", file=sys.stderr)
+    except _BAD_VALUE as exc:  # a value of the wrong type or out of range in a valid line
+        print(f"spec-tracing {command}: {file}: a value {command} cannot use "
+              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
+    return None
+
+
+def _summary_text(spans) -> str:
+    from .report.summary import TraceSummary
+
+    summary = TraceSummary()
+    for s in spans:
+        summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+    return summary.render()
+
+
+def _write_all(command: str, outputs: list[tuple[str, str]]) -> int:
     for path, content in outputs:
         try:
             _replace(path, content)
         except OSError as exc:
-            print(f"spec-tracing report: cannot write {path} ({exc.strerror})", file=sys.stderr)
+            print(f"spec-tracing {command}: cannot write {path} ({exc.strerror})", file=sys.stderr)
             return 2
         print(f"wrote {path}")
     return 0
-
-
-_BAD_VALUE = (ValueError, TypeError, OverflowError, KeyError, AttributeError, RecursionError)
 
 
 def _replace(path: str, content: str) -> None:
@@ -229,8 +254,7 @@ def _select(text: str) -> tuple:
 
 def _compare(args: argparse.Namespace, files: list[str]) -> int:
     from .report.compare import render_compare
-    from .report.otlp_json import TraceFileError, read_spans
-    from .report.summary import TraceSummary
+    from .report.otlp_json import read_spans
 
     for file in files:
         args.file = file
@@ -238,60 +262,35 @@ def _compare(args: argparse.Namespace, files: list[str]) -> int:
         if problem:
             print(f"spec-tracing report: {problem}", file=sys.stderr)
             return 2
-    try:
+
+    def work():
         runs = [read_spans(f) for f in files]
-        texts = []
-        for spans in runs:
-            summary = TraceSummary()
-            for s in spans:
-                summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
-            texts.append(summary.render())
-        page = render_compare(*runs, *(os.path.basename(f) for f in files))
-    except TraceFileError as exc:
-        print(f"spec-tracing report: {exc}", file=sys.stderr)
+        texts = [_summary_text(spans) for spans in runs]
+        return texts, render_compare(*runs, *(os.path.basename(f) for f in files))
+
+    done = _guarded("report", " and ".join(files), work)
+    if done is None:
         return 2
-    except _BAD_VALUE as exc:
-        print(f"spec-tracing report: a value the report cannot use "
-              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
-        return 2
+    texts, page = done
     for label, file, text in zip("AB", files, texts, strict=True):
         print(f"{label}: {file}\n{text}\n")
-    try:
-        _replace(args.html, page)
-    except OSError as exc:
-        print(f"spec-tracing report: cannot write {args.html} ({exc.strerror})", file=sys.stderr)
-        return 2
-    print(f"wrote {args.html}")
-    return 0
+    return _write_all("report", [(args.html, page)])
 
 
 def _tune(args: argparse.Namespace) -> int:
     import json
 
-    from .report.otlp_json import TraceFileError, read_spans
+    from .report.otlp_json import read_spans
     from .report.tune import render, tune
 
     if args.json and os.path.abspath(args.json) == os.path.abspath(args.file):
         print(f"spec-tracing tune: --json {args.json} is the input file", file=sys.stderr)
         return 2
-    try:
-        result = tune(read_spans(args.file))
-    except TraceFileError as exc:
-        print(f"spec-tracing tune: {exc}", file=sys.stderr)
-        return 2
-    except _BAD_VALUE as exc:
-        print(f"spec-tracing tune: {args.file}: a value tune cannot use "
-              f"({type(exc).__name__}: {exc!s:.160})", file=sys.stderr)  # fmt: skip
+    result = _guarded("tune", args.file, lambda: tune(read_spans(args.file)))
+    if result is None:
         return 2
     print(render(result))
-    if args.json:
-        try:
-            _replace(args.json, json.dumps(result, indent=1))
-        except OSError as exc:
-            print(f"spec-tracing tune: cannot write {args.json} ({exc.strerror})", file=sys.stderr)
-            return 2
-        print(f"wrote {args.json}")
-    return 0
+    return _write_all("tune", [(args.json, json.dumps(result, indent=1))] if args.json else [])
 
 
 def _check_outputs(args: argparse.Namespace) -> str | None:
