@@ -236,9 +236,15 @@ def flush(timeout_ms: int | None = None) -> bool:
         # (tests/export/test_fault_matrix.py, hang in-thread).
         metrics = threading.Thread(target=active.meters.flush, args=(deadline.left_ms(),),
                                    name="spec-tracing-flush-metrics", daemon=True)  # fmt: skip
-        metrics.start()
+        try:
+            metrics.start()
+        except RuntimeError:  # no new threads this late in interpreter shutdown: in turn
+            metrics = None
         flushed = active.output.flush(deadline.left())
-        metrics.join(deadline.left())
+        if metrics is None:
+            active.meters.flush(deadline.left_ms())
+        else:
+            metrics.join(deadline.left())
         result[0] = flushed and drained
 
     return _bounded(work, timeout, "flush") and result[0]
