@@ -64,15 +64,20 @@ def _outcome(root: OtlpSpan) -> str:
     return str(root.attributes.get(SpanAttr.FINISH_REASON, "unknown"))
 
 
-def _runs(roots: list[OtlpSpan]) -> list[int]:
-    """Each root's run: the processes (service.name, service.instance.id) whose requests overlap
-    in time are one run (an engine's ranks); files that runs were appended to hold several."""
+def _process(span: OtlpSpan) -> tuple:
+    return span.resource.get("service.name"), span.resource.get("service.instance.id")
+
+
+def _runs(units: list[tuple[tuple, int, int]]) -> list[int]:
+    """Each unit's run, units being (process, start, end) of a request or of a trace without a
+    root: the processes (service.name, service.instance.id) whose units overlap in time are one
+    run (an engine's ranks); files that runs were appended to hold several, orphan-only ones
+    included."""
     spans_of: dict[tuple, list[int]] = defaultdict(list)
-    for i, r in enumerate(roots):
-        key = (r.resource.get("service.name"), r.resource.get("service.instance.id"))
+    for i, (key, _, _) in enumerate(units):
         spans_of[key].append(i)
     groups = sorted(
-        ([min(roots[i].start_ns for i in idx), max(roots[i].end_ns for i in idx), idx]
+        ([min(units[i][1] for i in idx), max(units[i][2] for i in idx), idx]
          for idx in spans_of.values()),
         key=lambda g: g[0],
     )  # fmt: skip
@@ -83,7 +88,7 @@ def _runs(roots: list[OtlpSpan]) -> list[int]:
             runs[-1][2] += idx
         else:
             runs.append([start, end, list(idx)])
-    out = [0] * len(roots)
+    out = [0] * len(units)
     for n, (_, _, idx) in enumerate(runs):
         for i in idx:
             out[i] = n
@@ -194,8 +199,11 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str,
             )
         return bars
 
+    units = [(_process(r), r.start_ns, r.end_ns) for r in shown]
+    units += [(_process(g[0]), _start(g), max(x.end_ns for x in g)) for _, g in lanes]
+    runs = _runs(units)
     requests = []
-    for root, run in zip(shown, _runs(shown), strict=True):
+    for root, run in zip(shown, runs[: len(shown)], strict=True):
         attrs = root.attributes
         accepted, proposed = attrs.get(SpanAttr.TOTAL_ACCEPTED), attrs.get(SpanAttr.TOTAL_PROPOSED)
         rate = attrs.get(SpanAttr.ACCEPT_RATE)
@@ -218,15 +226,10 @@ def build_payload(spans: list[OtlpSpan], summary_text: str, title: str,
             }
         )
     # Spans whose root is not in the file (cut off, sampled, from another file): a lane per
-    # trace, on the run they fall in.
-    run_bounds = defaultdict(lambda: [float("inf"), 0])
-    for r in requests:
-        bounds = run_bounds[r["run"]]
-        bounds[0], bounds[1] = min(bounds[0], r["start"]), max(bounds[1], r["start"] + r["dur"])
-    for trace_id, stages in lanes:
+    # trace, on its process's run.
+    for (trace_id, stages), run in zip(lanes, runs[len(shown) :], strict=True):
         start = min(s.start_ns for s in stages) - t0
         end = max(s.end_ns for s in stages) - t0
-        run = next((n for n, (a, b) in run_bounds.items() if a <= start <= b), 0)
         requests.append(
             {"id": f"trace {trace_id[:8]} · no root", "trace": trace_id, "span": "",
              "run": run, "start": start, "dur": end - start, "outcome": "no root",

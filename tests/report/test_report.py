@@ -8,7 +8,7 @@ import sys
 import pytest
 from conftest import clean_env
 
-from spec_tracing.report.otlp_json import read_spans
+from spec_tracing.report.otlp_json import OtlpSpan, read_spans
 from spec_tracing.semconv import SpanAttr
 
 
@@ -391,7 +391,6 @@ def test_an_output_is_replaced_whole_never_written_through_a_link(tmp_path):
 def _selection_trace():
     """1,200 requests (req-i starts at i s; req-1100 is the slowest; accept rate falls with i
     modulo 100) and 700 traces whose root is not in the file."""
-    from spec_tracing.report.otlp_json import OtlpSpan
 
     spans = []
     for i in range(1200):
@@ -439,3 +438,24 @@ def test_a_bad_select_names_the_value_and_what_is_allowed(bad):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert f"{bad!r}" in last and "slowest:N" in last and "window:START-END" in last
+
+
+def test_appended_runs_made_only_of_traces_without_a_root_are_told_apart():
+    """Three processes' spans, one after another, none with its root in the file: three runs,
+    each on its own axis, not one axis stretched over all three."""
+    from spec_tracing.report.html import build_payload
+
+    spans = []
+    for run in range(3):
+        resource = {"service.name": "engine", "service.instance.id": f"i{run}"}
+        for j in range(4):
+            start = run * 1000 * 10**9 + j * 10**9
+            spans.append(OtlpSpan("spec_draft", f"{run * 100 + j + 1:032x}", f"{j + 1:016x}",
+                                  "ffffffffffffffff", start, start + 10**6, {}, 0,
+                                  resource))  # fmt: skip
+    payload = build_payload(spans, "", "t")
+    assert payload["runs"] == 3
+    by_run: dict = {}
+    for lane in payload["requests"]:
+        by_run.setdefault(lane["run"], set()).add(int(lane["trace"], 16) // 100)
+    assert by_run == {0: {0}, 1: {1}, 2: {2}}
