@@ -330,7 +330,11 @@ def _shutdown_under_churn(what):
             i = 0
             while not stop.is_set() and reqs:
                 if what == "finish":
-                    reqs.pop().finish()
+                    try:
+                        req = reqs.pop()
+                    except IndexError:  # another churn thread took the last one
+                        return
+                    req.finish()
                 else:
                     reqs.append(ReqTimeStats(rid=i))
                 i += 1
