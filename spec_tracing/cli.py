@@ -146,7 +146,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report.jaeger import to_jaeger
     from .report.otlp_json import dumps, read_spans
     from .report.perfetto import to_trace_events
-    from .report.summary import render_requests
+    from .report.summary import TraceSummary, render_requests
     from .stages import RequestStage
 
     logging.basicConfig(format="spec-tracing report: %(message)s")  # the truncated-line warning
@@ -166,7 +166,7 @@ def _report(args: argparse.Namespace) -> int:
 
     def work():
         spans = read_spans(args.file)
-        text = _summary_text(spans)
+        text = TraceSummary.from_spans(spans).render()
         roots = [s for s in spans if s.name == RequestStage.REQUEST.name]
         listing = render_requests(roots, spans) if args.requests else None
         outputs = []
@@ -208,15 +208,6 @@ def _guarded(command: str, file: str, work):
     return None
 
 
-def _summary_text(spans) -> str:
-    from .report.summary import TraceSummary
-
-    summary = TraceSummary()
-    for s in spans:
-        summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
-    return summary.render()
-
-
 def _write_all(command: str, outputs: list[tuple[str, str]]) -> int:
     for path, content in outputs:
         try:
@@ -255,6 +246,7 @@ def _select(text: str) -> tuple:
 def _compare(args: argparse.Namespace, files: list[str]) -> int:
     from .report.compare import render_compare
     from .report.otlp_json import read_spans
+    from .report.summary import TraceSummary
 
     for file in files:
         args.file = file
@@ -265,7 +257,7 @@ def _compare(args: argparse.Namespace, files: list[str]) -> int:
 
     def work():
         runs = [read_spans(f) for f in files]
-        texts = [_summary_text(spans) for spans in runs]
+        texts = [TraceSummary.from_spans(spans).render() for spans in runs]
         return texts, render_compare(*runs, *(os.path.basename(f) for f in files))
 
     done = _guarded("report", " and ".join(files), work)

@@ -271,11 +271,11 @@ def shutdown(timeout_ms: int | None = None) -> None:
 
 
 def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
-    global _active
+    global _active, _last_of
     if end_open:
         end_unfinished("tracing shut down before the request finished")
     active, _active = _active, None
-    _last_of[0] = active
+    _last_of = active
     hotpath.SINK = None
     hotpath._deactivate()  # the engine stops recording now, whatever happens below
     active.meters.close_endpoint()
@@ -299,7 +299,7 @@ def _shutdown_locked(timeout_ms: float, end_open: bool = True) -> None:
 
 
 _last_stats: dict[str, int] = {}
-_last_of: list = [None]  # the _Active last_stats() is of: the last one shut down
+_last_of: _Active | None = None  # what last_stats() is of: the last one shut down
 
 
 def _settled(active: _Active) -> None:
@@ -308,7 +308,7 @@ def _settled(active: _Active) -> None:
     was enabled or shut down again meanwhile."""
     global _last_stats
     with _settle_lock:
-        if _last_of[0] is active and _active is None:
+        if _last_of is active and _active is None:
             _last_stats = _stats_of(active)
 
 

@@ -81,7 +81,7 @@ class StepSampler:
             return None
         rules = parse_rules("SPEC_TRACING_STEP_KEEP", settings.step_keep)
         return cls(settings.step_sample_ratio, rules, settings.export_queue_spans,
-                   getattr(settings, "step_keep_max", 1.0))  # fmt: skip
+                   settings.step_keep_max)  # fmt: skip
 
     def counts(self) -> dict:
         return {

@@ -21,8 +21,8 @@ from ..wire import FINISH, ROUNDS, Facts
 def figures(facts: Facts, t0: float | None = None) -> dict:
     """The request's acceptance and time figures, for its root and its histograms; `t0`, its
     arrival, for its time in the queue."""
-    _, (rounds, accepted, proposed, rate_accepted, next_offset), stage_s, _, verify_seen = facts[:5]
-    prefill_start = facts[5] if len(facts) > 5 else None
+    (_, (rounds, accepted, proposed, rate_accepted, next_offset), stage_s, _, verify_seen,
+     prefill_start) = facts  # fmt: skip
     acceptance = Acceptance(rounds, accepted, proposed, rate_accepted, next_offset)
     out: dict = {}
     # Below level 2 verify is not recorded: the acceptance is unknown, not zero.
@@ -58,29 +58,22 @@ class Signals:
         self.metric_errors = 0
 
     def feed(self, events: list) -> list:
-        out = []
-        for event in events:
-            kind = event[0]
-            if kind == ROUNDS:
-                self._rounds(event)
-            elif kind == FINISH:
-                if self._finish(event):
-                    out.append(event[:4])
-            else:
-                out.append(event)
-        return out
+        return self._pass(events, spans=True)
 
     def observe(self, events: list) -> list:
         """Metrics only, for a pipeline whose spans are assembled elsewhere: the events that
-        pipeline still needs (no ROUNDS, no untraced request's FINISH)."""
+        pipeline still needs (no ROUNDS, no untraced request's FINISH, which keeps its facts)."""
+        return self._pass(events, spans=False)
+
+    def _pass(self, events: list, spans: bool) -> list:
         out = []
         for event in events:
             kind = event[0]
             if kind == ROUNDS:
                 self._rounds(event)
             elif kind == FINISH:
-                if self._finish(event, spans=False):
-                    out.append(event)
+                if self._finish(event, spans):
+                    out.append(event[:4] if spans else event)
             else:
                 out.append(event)
         return out

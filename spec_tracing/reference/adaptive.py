@@ -157,12 +157,9 @@ class Decision:
 class AdaptiveController:
     """Chooses the draft width for each batch and learns from each verify round."""
 
-    def __init__(
-        self, config: dict | str | os.PathLike | None = None, on_change=None, on_decision=None
-    ):
+    def __init__(self, config: dict | str | os.PathLike | None = None, on_change=None):
         self.slots = parse_config(DEFAULT_CONFIG if config is None else config)
         self.on_change = on_change  # callable(slot, old_steps, new_steps)
-        self.on_decision = on_decision  # callable(Decision), when the width changes
 
     def slot_for(self, batch_size: int) -> Slot:
         chosen = self.slots[0]
@@ -174,10 +171,11 @@ class AdaptiveController:
     def steps_for(self, batch_size: int) -> int:
         return self.slot_for(batch_size).steps
 
-    def observe(self, batch_size: int, accepted: list[int]) -> None:
-        """Feed one verify round: the accepted drafts of each request in the batch."""
+    def observe(self, batch_size: int, accepted: list[int]) -> Decision | None:
+        """Feed one verify round: the accepted drafts of each request in the batch. Returns the
+        decision when this round changed the slot's width."""
         if not accepted:
-            return
+            return None
         slot = self.slot_for(batch_size)
         mean = sum(accepted) / len(accepted)
         ema_before = slot.ema
@@ -186,18 +184,17 @@ class AdaptiveController:
         )
         slot.rounds += 1
         if slot.rounds <= slot.warmup or (slot.rounds - slot.warmup) % slot.update_interval:
-            return
+            return None
         old = slot.steps
         new_index = _decide(slot)
-        if new_index != slot.index:
-            slot.index = new_index
-            slot.history.append((slot.rounds, old, slot.steps))
-            if self.on_change is not None:
-                self.on_change(slot, old, slot.steps)
-            if self.on_decision is not None:
-                candidates = tuple(slot.candidate_steps)
-                self.on_decision(Decision(slot.min_batch, batch_size, old, slot.steps,
-                                          ema_before, slot.ema, candidates))  # fmt: skip
+        if new_index == slot.index:
+            return None
+        slot.index = new_index
+        slot.history.append((slot.rounds, old, slot.steps))
+        if self.on_change is not None:
+            self.on_change(slot, old, slot.steps)
+        return Decision(slot.min_batch, batch_size, old, slot.steps, ema_before, slot.ema,
+                        tuple(slot.candidate_steps))  # fmt: skip
 
 
 def _decide(slot: Slot) -> int:

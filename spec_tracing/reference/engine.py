@@ -82,12 +82,10 @@ class Engine:
             raise ValueError(f"batch_size {batch_size} is not allowed; use >= 1")
         self.models = build_models(seed)
         self.controller = None
-        self._deciding: ScheduleBatch | None = None
         if adaptive:
             self.controller = AdaptiveController(
-                None if adaptive is True else adaptive, on_change=on_width_change,
-                on_decision=self._decided,
-            )  # fmt: skip
+                None if adaptive is True else adaptive, on_change=on_width_change
+            )
             num_steps = max(max(s.candidate_steps) for s in self.controller.slots)
         self.max_steps = num_steps
         self.worker = WORKERS[worker](
@@ -161,15 +159,14 @@ class Engine:
         self.stats.decode_steps += 1
         self.stats.widths.append(width)
         if self.controller is not None:
-            self._deciding = batch
-            self.controller.observe(len(batch.reqs), out.accepted_tokens)
-            self._deciding = None
+            decision = self.controller.observe(len(batch.reqs), out.accepted_tokens)
+            if decision is not None:
+                self._record_decision(batch, decision)
 
-    def _decided(self, decision) -> None:
+    @staticmethod
+    def _record_decision(batch: ScheduleBatch, decision) -> None:
         """The controller changed the width after this step: a spec_adapt span on each of the
         batch's requests, at the decision, with its inputs (semconv ADAPT_*)."""
-        if self._deciding is None:
-            return
         attrs = {
             SpanAttr.ADAPT_OLD_WIDTH: decision.old_width,
             SpanAttr.ADAPT_NEW_WIDTH: decision.new_width,
@@ -180,7 +177,7 @@ class Engine:
         if decision.ema_before is not None:
             attrs[SpanAttr.ADAPT_EMA_BEFORE] = decision.ema_before
         now = time.perf_counter()
-        record_batch_stage(self._deciding.reqs, RequestStage.SPEC_ADAPT, now, now, attrs=attrs)
+        record_batch_stage(batch.reqs, RequestStage.SPEC_ADAPT, now, now, attrs=attrs)
 
     def _retire(self) -> None:
         still = []

@@ -14,9 +14,7 @@ ROOT = "spec_request"
 
 def figures(spans) -> dict:
     """What the page compares, for one run."""
-    summary = TraceSummary()
-    for s in spans:
-        summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+    summary = TraceSummary.from_spans(spans)
     acc = summary.acceptance
     if summary.root_acceptance.rounds > acc.rounds:  # step spans sampled: the roots count all
         acc = summary.root_acceptance

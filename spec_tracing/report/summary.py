@@ -43,6 +43,14 @@ class TraceSummary:
     first_ns: int | None = None
     last_ns: int | None = None
 
+    @classmethod
+    def from_spans(cls, spans) -> TraceSummary:
+        """The summary of spans read back (OtlpSpans): what `report` prints."""
+        summary = cls()
+        for s in spans:
+            summary.add(s.name, s.start_ns, s.end_ns, s.attributes)
+        return summary
+
     def add(self, name: str, start_ns: int, end_ns: int, attrs: dict) -> None:
         self.durations_ms[name].append((end_ns - start_ns) / 1e6)
         self.first_ns = start_ns if self.first_ns is None else min(self.first_ns, start_ns)

@@ -18,7 +18,9 @@ per batch-size bucket, from its verify rounds and stage spans.
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
+from collections.abc import Callable
 
 from ..acceptance import PositionCounts
 from ..semconv import SpanAttr
@@ -38,11 +40,11 @@ def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _cost(points: list[tuple[int, float]], proportional: bool) -> tuple[dict, str]:
-    """A stage's batch time at each width: the mean of the batches that ran at that width;
+def _cost(points: list[tuple[int, float]], proportional: bool) -> tuple[Callable, str]:
+    """A stage's batch time at width K: the mean of the batches that ran at that width;
     between widths that ran, interpolated; past them, extrapolated along the nearest two (with
     one width: proportional to K for the draft, flat otherwise), never below 0.
-    Returns (width -> ms function's table for 1..64, how)."""
+    Returns (K -> ms, how)."""
     by_width: dict = defaultdict(list)
     for k, ms in points:
         by_width[k].append(ms)
@@ -50,24 +52,17 @@ def _cost(points: list[tuple[int, float]], proportional: bool) -> tuple[dict, st
     if len(ran) == 1:
         ((k0, m0),) = ran
         if proportional and k0:
-            return {
-                k: m0 * k / k0 for k in range(1, 65)
-            }, "one width ran: taken as proportional to it"
-        return {k: m0 for k in range(1, 65)}, "one width ran: taken as flat in it"
-    table = {}
-    for k in range(1, 65):
-        lower = [p for p in ran if p[0] <= k][-2:]
-        upper = [p for p in ran if p[0] >= k][:2]
-        if lower and upper and lower[-1][0] <= k <= upper[0][0]:
-            (k1, m1), (k2, m2) = lower[-1], upper[0]
-        else:  # outside the widths that ran: the nearest two
-            (k1, m1), (k2, m2) = (
-                (upper if not lower else lower)
-                if len(lower or upper) == 2
-                else (ran[:2] if not lower else ran[-2:])
-            )
-        table[k] = m1 if k2 == k1 else max(0.0, m1 + (m2 - m1) * (k - k1) / (k2 - k1))
-    return table, "measured at the widths that ran, interpolated between them"
+            return (lambda k: m0 * k / k0), "one width ran: taken as proportional to it"
+        return (lambda k: m0), "one width ran: taken as flat in it"
+    widths = [k for k, _ in ran]
+
+    def cost(k: int) -> float:
+        # The two widths that ran around k; below or past them all, the nearest two.
+        j = min(max(bisect.bisect_left(widths, k) - 1, 0), len(ran) - 2)
+        (k1, m1), (k2, m2) = ran[j], ran[j + 1]
+        return max(0.0, m1 + (m2 - m1) * (k - k1) / (k2 - k1))
+
+    return cost, "measured at the widths that ran, interpolated between them"
 
 
 def accept_length(conditional: list[float], width: int) -> float:
@@ -132,7 +127,7 @@ def tune(spans) -> dict:
         mean_batch = sum(batch_sizes) / len(batch_sizes)
         per_width = {}
         for k in range(1, len(conditional) + 1):
-            step_ms = sum(table[k] for table, _ in costs.values())
+            step_ms = sum(cost(k) for cost, _ in costs.values())
             length = accept_length(conditional, k)
             per_width[str(k)] = {
                 "accept_length": round(length, 4),

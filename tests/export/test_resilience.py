@@ -459,13 +459,7 @@ def test_a_drain_larger_than_the_queue_keeps_roots_first(tmp_path, export_proces
     spec_tracing.enable(exporter="file", file=str(trace), export_process=export_process,
                         export_queue_spans=1000, drain_interval_ms=10_000,
                         metrics=False)  # fmt: skip
-    reqs = [ReqTimeStats(rid=f"r{i}") for i in range(600)]
-    for _ in range(3):
-        t = spec_tracing.record.hotpath.perf_counter()
-        record_batch_stage(reqs, RequestStage.SPEC_DRAFT, t - 0.001, t)
-    for r in reqs:
-        r.finish()
-    spec_tracing.flush(10_000)  # one drain: everything above
+    _phase("r", n=600)  # its flush is one drain: everything it recorded
     spec_tracing.shutdown(10_000)
     stats = lifecycle.last_stats()
     spans = read_spans(str(trace))

@@ -172,19 +172,27 @@ def test_zoom_to_a_single_step_and_back(browser, run):
     assert page.evaluate("specTrace.view()") == full
 
 
-def test_click_a_bar_for_all_its_attributes(browser, run):
-    page = _open(browser, run["page"])
-    rid = page.evaluate("specTrace.order()[2]")
+def _click_last_verify_bar(page, rid, scroll=False) -> dict:
+    """Zoom so the request's last verify bar is wide enough to aim at, then click its middle
+    (the waterfall scrolled into view first with `scroll`); the bar."""
     bars = page.evaluate("id => specTrace.bars(id)", rid)
     index = max(i for i, b in enumerate(bars) if b["name"] == "spec_verify")
-    # Zoom so the bar is wide enough to aim at, then click its middle.
     bar = bars[index]
     x0 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] - bar["dur"])
     x1 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] + 2 * bar["dur"])
     box = page.locator("#axis").bounding_box()
     _drag(page, x0 - 3, x1 + 3, box["y"] + 10)
+    if scroll:
+        page.locator("#waterfall").scroll_into_view_if_needed()
     point = page.evaluate("([id, i]) => specTrace.barPoint(id, i)", [rid, index])
     page.mouse.click(point["x"], point["y"])
+    return bar
+
+
+def test_click_a_bar_for_all_its_attributes(browser, run):
+    page = _open(browser, run["page"])
+    rid = page.evaluate("specTrace.order()[2]")
+    bar = _click_last_verify_bar(page, rid)
     details = dict(
         row.split("\t", 1) for row in page.inner_text("#details table").splitlines()
     )  # fmt: skip
@@ -339,16 +347,7 @@ def test_the_page_fits_common_widths_and_a_clicked_bar_shows_its_details(browser
     beside = side["x"] >= plots["x"] + plots["width"]
     assert beside == (width >= 1366), (plots, side)
     rid = page.evaluate("specTrace.order()[1]")
-    bars = page.evaluate("id => specTrace.bars(id)", rid)
-    index = max(i for i, b in enumerate(bars) if b["name"] == "spec_verify")
-    bar = bars[index]
-    x0 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] - bar["dur"])
-    x1 = page.evaluate("a => specTrace.xOf('axis', a)", bar["start"] + 2 * bar["dur"])
-    box = page.locator("#axis").bounding_box()
-    _drag(page, x0 - 3, x1 + 3, box["y"] + 10)
-    page.locator("#waterfall").scroll_into_view_if_needed()
-    point = page.evaluate("([id, i]) => specTrace.barPoint(id, i)", [rid, index])
-    page.mouse.click(point["x"], point["y"])
+    _click_last_verify_bar(page, rid, scroll=True)
     assert "spec_verify" in page.inner_text("#details")
     shown = page.evaluate(
         "(() => { const r = document.getElementById('details').getBoundingClientRect();"
