@@ -132,7 +132,7 @@ def enable(
         deliver, signals = output.deliver, None
         if isinstance(output, ProcessOutput) and spec_metrics is not None:
             # Spans are assembled in the exporter process, metrics recorded here.
-            signals = Signals(spec_metrics)
+            signals = Signals(spec_metrics, settings.max_open_requests)
             deliver = _observing(signals, output.deliver)
         materializer = Materializer(
             deliver, metrics=remote or spec_metrics is not None, level=settings.level

@@ -50,6 +50,7 @@ from ..wire import (
     SLICE,
     STOP,
     STOPPED,
+    compact_span_count,
 )  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -63,21 +64,14 @@ _PIPE_ENDED = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 def span_count(events: list) -> int:
-    """Spans a list of compact events will make (a stage end or slice per handle; a root)."""
-    count = 0
-    for event in events:
-        kind = event[0]
-        if kind == FINISH:
-            count += event[4][0]  # a root for a sampled request only (wire.Facts)
-        elif kind == END or kind == SLICE:
-            count += len(event[4] if kind == SLICE else event[3])
-    return count
+    """Spans a list of compact events will make."""
+    return sum(map(compact_span_count, events))
 
 
 def fit(events: list, room: int) -> tuple[list, int]:
-    """The events to send when their spans exceed `room`, and the spans left out: what makes
-    no span (starts, the metrics' input, unsampled ends) always, then roots, then steps in
-    order while they fit
+    """The events to send when their spans exceed `room`, and the spans left out: roots first,
+    then steps in order while they fit. A step that does not fit is still sent, made to make
+    no span: its requests' acceptance and times still count (on their roots and in the metrics)
     (tests/export/test_resilience.py::test_a_drain_larger_than_the_queue_keeps_roots_first)."""
     roots_room = room
     room -= min(room, sum(event[4][0] for event in events if event[0] == FINISH))
@@ -90,13 +84,24 @@ def fit(events: list, room: int) -> tuple[list, int]:
                 continue
             roots_room -= 1
         elif kind == END or kind == SLICE:
-            n = len(event[4] if kind == SLICE else event[3])
+            n = compact_span_count(event)
             if n > room:
                 dropped += n
-                continue
-            room -= n
+                event = _without_spans(event)
+            else:
+                room -= n
         keep.append(event)
     return keep, dropped
+
+
+def _without_spans(event: tuple) -> tuple:
+    """A stage event whose requests all count as not sampled (no span; its counts kept)."""
+    at = 5 if event[0] == SLICE else 4
+    flags = event[at]
+    flags = (
+        tuple([(False, base) for _, base in flags]) if flags else ((False, 1),) * len(event[at - 1])
+    )
+    return event[:at] + (flags,) + event[at + 1 :]
 
 
 class ExportProcess:

@@ -105,7 +105,7 @@ def _assisted_decoding(wrapped, instance, args, kwargs):
         if isinstance(model, str) and model:
             attrs[SpanAttr.GEN_AI_MODEL] = model
         call = _Call(ReqTimeStats(rid=f"transformers-{next(_ids)}", attributes=attrs))
-        call.req.acceptance.next_offset = 0  # no prefill step: the first round emits the first
+        call.req.output_base = 0  # no prefill step: the first round emits the first
     except Exception:  # never fail the user's generate because of tracing
         logger.debug("spec-tracing: request not traced", exc_info=True)
         return wrapped(*args, **kwargs)

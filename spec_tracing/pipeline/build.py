@@ -12,10 +12,11 @@ from .signals import Signals
 
 class Pipeline:
     def __init__(self, settings=None, metrics=None):
-        self.signals = Signals(metrics)
+        max_open = settings.max_open_requests if settings is not None else None
+        self.signals = Signals(metrics, max_open)
         otel = settings.otel if settings is not None else {}
         self.assembler = SpanAssembler(
-            max_open=settings.max_open_requests if settings is not None else None,
+            max_open=max_open,
             limits=AttributeLimits.from_otel(otel),
             sampler=StepSampler.from_settings(settings),
         )
@@ -25,7 +26,10 @@ class Pipeline:
         return self.assembler.feed(self.signals.feed(events))
 
     def counts(self) -> dict:
-        return {**self.assembler.counts(), **self.signals.counts()}
+        out = self.assembler.counts()
+        for key, value in self.signals.counts().items():
+            out[key] = out.get(key, 0) + value
+        return out
 
     def stop(self) -> None:
         self.assembler.stop()

@@ -1,9 +1,11 @@
 """Off the engine's thread: batch events -> compact events (plain ids, times and counts).
 
-Runs on the recorder's thread in the engine's process and keeps its per-request work to a few
-attribute reads and, for verify, one acceptance update (ReqTimeStats.summary() and each round's
-output offset). Everything computed from what it ships runs where spans are assembled: the
-figures on a root and every metric (pipeline/signals.py), the expansion into spans
+Runs on the recorder's thread in the engine's process, and does there only what needs the
+engine's objects: each batch's requests resolved to their handles (once per batch, not per
+event), times and counts checked, attributes made OTLP-safe, and a request's end with the few
+timestamps its request object holds. Everything computed from what it ships runs where spans are
+assembled (pipeline/signals.py): each request's acceptance and output offsets, its time per
+stage, the figures on its root and every metric, then the expansion into spans
 (export/assembler.py), in the exporter process when there is one. Bad input (a request without
 time stats, counts of the wrong length, negative or non-integer counts) drops that event and is
 counted; a single warning says so.
@@ -18,10 +20,9 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
-from ..acceptance import add_rounds
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from ..wire import END, FINISH, ROUNDS, SLICE, START
+from ..wire import END, FINISH, SLICE, START
 from . import hotpath
 from .request_trace import ReqTimeStats
 
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 _VERIFY = RequestStage.SPEC_VERIFY.name
 _PREFILL = RequestStage.PREFILL.name
-# Stages whose time each request accumulates (ReqTimeStats.stage_s), for its draft time share.
-_TIMED = {RequestStage.SPEC_DRAFT.name: 0, _VERIFY: 1, RequestStage.SPEC_DRAFT_EXTEND.name: 2}
 
 
 class InvalidEvent(ValueError):
@@ -57,21 +56,18 @@ def _counts(values: Any, n: int, what: str) -> list | None:
     """Per-request counts (None for an entry that is not a count in 0..MAX_DRAFTS)."""
     if values is None:
         return None
-    if hasattr(values, "tolist"):  # torch tensor / numpy array, read here, off the hot thread
-        values = values.tolist()
-    if isinstance(values, int) and not isinstance(values, bool):
-        return [_count(values)] * n
-    # The usual case, checked at C speed: a list or tuple of plain ints in range.
-    if (
-        type(values) in (list, tuple)
-        and len(values) == n
-        and (
-            not n
-            or set(map(type, values)) == {int}
-            and 0 <= min(values) <= max(values) <= MAX_DRAFTS
-        )
-    ):
-        return list(values)
+    if type(values) not in (list, tuple):
+        if hasattr(values, "tolist"):  # a tensor or array, read here, off the engine's thread
+            values = values.tolist()
+        if isinstance(values, int) and not isinstance(values, bool):
+            return [_count(values)] * n
+    # The usual case, at C speed: a list or tuple of counts 0..255, made plain ints (bytes()
+    # refuses anything else); larger counts, up to MAX_DRAFTS, take the loop below.
+    if type(values) in (list, tuple) and len(values) == n:
+        try:
+            return list(bytes(values))
+        except (TypeError, ValueError):
+            pass
     try:
         out = [_count(v) for v in values]
     except TypeError:
@@ -136,22 +132,47 @@ def _time_stats(req: Any) -> Any:
     return stats if isinstance(stats, ReqTimeStats) else None
 
 
-def _handles(stats: list) -> tuple:
-    return tuple([st.handle for st in stats if st.sampled])
+_TIME_STATS = operator.attrgetter("time_stats")
+_STATS_ATTR = operator.attrgetter(STATS_ATTR)
+_HANDLE = operator.attrgetter("handle")
+_WIRE_FLAG = operator.attrgetter("wire_flag")
+
+
+def _all_stats(reqs: tuple) -> list | None:
+    """Every request's ReqTimeStats when each has one in the same place, else None."""
+    if not reqs:
+        return None
+    if type(reqs[0]) is ReqTimeStats:
+        stats = list(reqs)
+    else:
+        try:
+            stats = list(map(_TIME_STATS, reqs))
+            if type(stats[0]) is not ReqTimeStats:  # the engine's own time stats: ours apart
+                stats = list(map(_STATS_ATTR, reqs))
+        except Exception:  # some request has neither
+            return None
+    return stats if set(map(type, stats)) == {ReqTimeStats} else None
+
+
+def _flags(stats: list) -> tuple | None:
+    """Per request (sampled, output_base), or None for the usual batch: every request sampled,
+    its first round after a prefill (wire.py)."""
+    flags = list(map(_WIRE_FLAG, stats))
+    return tuple([flag or (True, 1) for flag in flags]) if any(flags) else None
 
 
 class Materializer:
-    """The recorder's consumer: engine events in, compact events (assembler.py) out to
-    `deliver`. What stays here is what must stay in the engine's process: resolving requests,
-    checking counts, per-request acceptance (ReqTimeStats.summary) and the metrics."""
+    """The recorder's consumer: engine events in, compact events (wire.py) out to `deliver`.
+    What stays here is what must stay in the engine's process: resolving requests, checking
+    times and counts, a request's end."""
 
     def __init__(
         self, deliver: Callable[[list], None], metrics: bool = False, level: int | None = None
     ):
         self.deliver = deliver
         self.invalid = 0
-        # Metrics are on somewhere: every traced request's rounds and end are shipped (ROUNDS,
-        # an unsampled FINISH), not only the sampled ones' spans.
+        # Metrics are on somewhere: every traced request's steps and end are shipped (its
+        # acceptance and times count), not only the sampled ones'.
         self.metrics = metrics
         # The level requests ran at: verify counts on a root mean "none recorded" only when
         # verify was recorded (shutdown's last drain runs with the hot path already off, and
@@ -159,8 +180,12 @@ class Materializer:
         self.level = hotpath.LEVEL if level is None else level
         # The last batch resolved in this drain: (requests, then what _resolve returns). A
         # step's stages carry the same requests, so most events skip the per-request
-        # resolution (~0.3 us a request).
+        # resolution, and ship the same keys object (pickled once a drain).
         self._last: tuple | None = None
+        # The last stage attributes cleaned (as given, batch size, as shipped): the next event
+        # with equal ones ships the same dict, never changed after (tests/record/test_spans.py::
+        # test_stage_attributes_are_cleaned_per_event).
+        self._last_attrs: tuple = (None, -1, None, None)
 
     def __call__(self, events: list) -> None:
         out: list = []
@@ -175,14 +200,14 @@ class Materializer:
                 except Exception as exc:  # a malformed event must not cost the rest of the drain
                     self._invalid(1, exc)
         finally:
-            self._settle_times()
             self._last = None  # engine objects are held for one drain at most
+            self._last_attrs = (None, -1, None, None)
         if out:
             self.deliver(out)
 
     def _resolve(self, reqs: tuple) -> tuple:
-        """(ReqTimeStats, their indices in reqs (None: all of them), requests without one,
-        sampled handles, the batch's time in the spec stages not yet added to its requests)."""
+        """(ReqTimeStats shipped, their indices in reqs (None: all of them), requests without
+        one, their keys (handles), their flags (_flags))."""
         last = self._last
         if last is not None:
             try:
@@ -191,13 +216,12 @@ class Materializer:
                 same = False
             if same:
                 return last[1]
-            self._settle_times()
-        # The usual case first, without a call per request (a call costs as much as the rest):
-        # every request is or holds its ReqTimeStats at .time_stats.
-        stats = [req if type(req) is ReqTimeStats else getattr(req, "time_stats", None)
-                 for req in reqs]  # fmt: skip
+        # The usual cases first, in C loops (map, attrgetter) rather than a Python loop: every
+        # request is a ReqTimeStats, or holds one at .time_stats, or at STATS_ATTR (SGLang).
+        stats = _all_stats(reqs)
         keep, missing = None, []
-        if set(map(type, stats)) != {ReqTimeStats} and stats:
+        if stats is None:
+            stats = list(reqs)
             found, keep = [], []
             for i, (req, st) in enumerate(zip(reqs, stats, strict=True)):
                 if type(st) is not ReqTimeStats:
@@ -208,25 +232,28 @@ class Materializer:
                     found.append(st)
                     keep.append(i)
             stats = found
-        resolved = (stats, keep, missing, _handles(stats), [0.0, 0.0, 0.0, None, None, None])
+        flags = _flags(stats)
+        if flags is not None and not self.metrics:
+            # Without metrics an unsampled request needs nothing shipped: no root, no steps.
+            sampled = [i for i, (s, _) in enumerate(flags) if s]
+            keep = sampled if keep is None else [keep[i] for i in sampled]
+            stats = [stats[i] for i in sampled]
+            flags = _flags(stats)
+        resolved = (stats, keep, missing, tuple(map(_HANDLE, stats)), flags)
         self._last = (reqs, resolved)
         return resolved
 
-    def _settle_times(self) -> None:
-        """Add the last batch's time in the spec stages to each of its requests: once per
-        batch rather than once per stage event (a step's stages share their requests)."""
-        last = self._last
-        if last is None:
-            return
-        stats, spent = last[1][0], last[1][4]
-        draft, verify, extend = spent[0], spent[1], spent[2]
-        if draft or verify or extend:
-            for st in stats:
-                times = st.stage_s
-                times[0] += draft
-                times[1] += verify
-                times[2] += extend
-            spent[0] = spent[1] = spent[2] = 0.0
+    def _batch_attrs(self, attrs: Any, n: int, name: str) -> dict:
+        batch_attrs, bad_attrs = clean_attributes(attrs)
+        if bad_attrs:
+            self._invalid(bad_attrs, f"attribute values of {name} that OTLP cannot carry")
+        batch_attrs[SpanAttr.BATCH_SIZE] = n
+        if not bad_attrs and (attrs is None or type(attrs) is dict):
+            self._last_attrs = (
+                None if attrs is None else dict(attrs), n, batch_attrs,
+                None if attrs is None else list(map(type, attrs.values())),
+            )  # fmt: skip
+        return batch_attrs
 
     def _invalid(self, count: int, why: object) -> None:
         self.invalid += count
@@ -243,39 +270,31 @@ class Materializer:
             st = _time_stats(reqs[0])
             if st is None or st is _UNTRACED:
                 raise InvalidEvent(f"request {reqs[0]!r:.60} has no ReqTimeStats")
-            self._settle_times()  # it may be in the batch of the events just before
             self._finish(st, t0, attrs or {}, out)
             return
-        t0 = _time(t0)
+        # perf_counter() floats pass without a call: x - x is 0.0 for a finite x only.
+        if type(t0) is not float or t0 - t0 != 0.0:
+            t0 = _time(t0)
         if kind == SLICE:
-            t1 = _time(t1)
+            if type(t1) is not float or t1 - t1 != 0.0:
+                t1 = _time(t1)
             if t1 < t0:  # a slice that ends before it starts would be a negative span
                 raise InvalidEvent(f"{stage.name} slice ends at {t1} before its start {t0}")
         # Requests are checked one by one: one bad request costs its own span, not the batch's.
-        stats, keep, missing, handles, spent = self._resolve(reqs)
+        stats, keep, missing, keys, flags = self._resolve(reqs)
         for req in missing:
             self._invalid(1, f"request {req!r:.60} has no ReqTimeStats (.time_stats)")
         if not stats:
             return
         name = stage.name
-        slot = _TIMED.get(name)
         if kind == START:
-            if slot is not None:
-                spent[3 + slot] = t0
-            elif name == _PREFILL:  # the request left the queue
+            if name == _PREFILL:  # the request left the queue
                 for st in stats:
                     if st.prefill_start_ts is None:
                         st.prefill_start_ts = t0
-            if handles:
-                out.append((START, name, t0, handles))
+            out.append((START, name, t0, keys, flags))
             return
-        if slot is not None:
-            if kind == SLICE:
-                spent[slot] += t1 - t0
-            elif spent[3 + slot] is not None:  # END of the batch's START (another batch's: lost)
-                spent[slot] += t0 - spent[3 + slot]
-                spent[3 + slot] = None
-        elif name == _PREFILL:
+        if name == _PREFILL:
             end = t1 if kind == SLICE else t0
             for st in stats:
                 if st.first_token_ts is None:
@@ -283,18 +302,24 @@ class Materializer:
                 if kind == SLICE and st.prefill_start_ts is None:
                     st.prefill_start_ts = t0
         n = len(reqs)
-        acc = _counts(accepted, n, "accepted counts")
-        prop = _counts(proposed, n, "proposed counts")
-        batch_attrs, bad_attrs = clean_attributes(attrs)
-        if bad_attrs:
-            self._invalid(bad_attrs, f"attribute values of {name} that OTLP cannot carry")
-        batch_attrs[SpanAttr.BATCH_SIZE] = n
+        acc = None if accepted is None else _counts(accepted, n, "accepted counts")
+        prop = None if proposed is None else _counts(proposed, n, "proposed counts")
+        last = self._last_attrs
+        try:  # a step's stages repeat their attributes: cleaned once, one dict shipped
+            same = n == last[1] and (
+                attrs is last[0] is None  # 1 == 1.0 == True: the types must match too
+                or attrs == last[0]
+                and list(map(type, attrs.values())) == last[3]
+            )
+        except Exception:  # a value whose == raises: cleaned (and counted) below
+            same = False
+        batch_attrs = last[2] if same else self._batch_attrs(attrs, n, name)
         if name == _VERIFY and acc is not None:
             if prop is None:
                 # The width actually offered this round: the batch's, if not given per request;
                 # unknown otherwise (the round then counts for accept_length only).
                 prop = [_count(batch_attrs.get(SpanAttr.NUM_STEPS, -1))] * n
-            if keep is not None:  # requests without stats left out
+            if keep is not None:  # requests without stats (or not needed) left out
                 acc = [acc[i] for i in keep]
                 prop = [prop[i] for i in keep]
             if None in acc:  # counts out of range: only those requests' rounds are lost
@@ -303,22 +328,14 @@ class Materializer:
                 stats = [stats[j] for j in good]
                 acc = [acc[j] for j in good]
                 prop = [prop[j] for j in good]
-                handles = _handles(stats)
-            offsets = add_rounds([st.acceptance for st in stats], acc, prop)
-            if self.metrics and acc:  # every request counts, sampled or not
-                out.append((ROUNDS, acc, prop, batch_attrs))
+                keys = tuple(map(_HANDLE, stats))
+                flags = _flags(stats)
         else:
-            acc = prop = offsets = None
-        if not handles:
-            return
-        if len(handles) < len(stats) and acc is not None:
-            sampled = [i for i, st in enumerate(stats) if st.sampled]
-            acc, prop = [acc[i] for i in sampled], [prop[i] for i in sampled]
-            offsets = [offsets[i] for i in sampled]
+            acc = prop = None
         if kind == END:
-            out.append((END, name, t0, handles, acc, prop, batch_attrs, offsets))
+            out.append((END, name, t0, keys, flags, acc, prop, batch_attrs))
         else:
-            out.append((SLICE, name, t0, t1, handles, acc, prop, batch_attrs, offsets))
+            out.append((SLICE, name, t0, t1, keys, flags, acc, prop, batch_attrs))
 
     def _finish(self, st: ReqTimeStats, ts: Any, how: dict, out: list) -> None:
         # A root is never dropped: bad times or attributes are replaced and counted.
@@ -337,11 +354,8 @@ class Materializer:
         error = how.get("error")
         if not (st.sampled or self.metrics):
             return
-        acc = st.acceptance
         facts = (
             st.sampled,
-            (acc.rounds, acc.accepted, acc.proposed, acc.rate_accepted, acc.next_offset),
-            tuple(st.stage_s),
             st.first_token_ts,
             self.level >= RequestStage.SPEC_VERIFY.level,
             st.prefill_start_ts,

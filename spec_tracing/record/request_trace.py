@@ -14,13 +14,11 @@ import pickle
 import threading
 import weakref
 from time import perf_counter
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ..acceptance import Acceptance
 from ..ids import random_id as _random_id
 from ..semconv import SpanAttr
 from ..stages import RequestStage, StageConfig
@@ -120,6 +118,21 @@ class ReqTimeStats:
     # A copy unpickled from a process whose ReqTimeStats had no such field reads None here,
     # not an AttributeError on the recorder's thread (tests/record/test_pickle.py).
     prefill_start_ts: float | None = None
+    # What the compactor ships per request besides its handle (wire.py's flags): None for a
+    # sampled request whose first round follows a prefill, else (sampled, output_base). Kept
+    # in one attribute so a batch is sorted with one C loop (compactor._flags).
+    wire_flag: tuple | None = (False, 1)
+
+    @property
+    def output_base(self) -> int:
+        """Where the first verify round's tokens start in the output: 1 after a prefill that
+        emits the first token (the default), 0 for an engine whose first round emits it
+        (transformers)."""
+        return 1 if self.wire_flag is None else self.wire_flag[1]
+
+    @output_base.setter
+    def output_base(self, value: int) -> None:
+        self.wire_flag = None if self.sampled and value == 1 else (self.sampled, value)
 
     def __init__(
         self,
@@ -135,11 +148,9 @@ class ReqTimeStats:
         self.attributes = dict(attributes) if attributes else {}
         self.last_times: dict[str, float] = {}
         self.finished = False
-        # Written by the recorder's thread only.
-        self.acceptance = Acceptance()
-        # Seconds in spec_draft, spec_verify, spec_draft_extend; when the first token was out
-        # (the end of prefill).
-        self.stage_s = [0.0, 0.0, 0.0]
+        # Written by the recorder's thread only: when the first token was out (the end of
+        # prefill). The request's acceptance and time per stage are counted where spans are
+        # assembled (pipeline/signals.py), not in the engine's process.
         self.first_token_ts: float | None = None
         self.prefill_start_ts: float | None = None  # when it left the queue
         # Trace identity.
@@ -176,6 +187,7 @@ class ReqTimeStats:
             ctx if ctx is not None else otel_context.get_current(), self.trace_id, self.attributes
         )
         if self.sampled:
+            self.wire_flag = None
             self._own()
 
     def _own(self) -> None:
@@ -188,9 +200,8 @@ class ReqTimeStats:
             _live.add(self)
 
     def _ghost_state(self) -> dict:
-        keep = ("rid", "start_ts", "attributes", "acceptance", "trace_id", "span_id", "handle",
-                "parent", "sampled", "last_times", "stage_s", "first_token_ts",
-                "prefill_start_ts")  # fmt: skip
+        keep = ("rid", "start_ts", "attributes", "trace_id", "span_id", "handle", "parent",
+                "sampled", "last_times", "first_token_ts", "prefill_start_ts")  # fmt: skip
         return {k: self.__dict__[k] for k in keep}
 
     def _disown(self) -> None:
@@ -282,12 +293,6 @@ class ReqTimeStats:
             return {}
         flags = "01" if self.sampled else "00"
         return {"traceparent": f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"}
-
-    def summary(self) -> dict[str, Any]:
-        """Acceptance so far (as materialized; call spec_tracing.flush() first for up to date
-        numbers): accept_rate (bonus excluded), accept_length (bonus included), accepted_drafts,
-        proposed_drafts, verify_rounds."""
-        return self.acceptance.as_dict()
 
     def __getstate__(self) -> dict:
         # The pickling rule: once a request has been handed to another process, whichever copy

@@ -466,3 +466,32 @@ def test_a_drain_larger_than_the_queue_keeps_roots_first(tmp_path, export_proces
     assert sum(s.name == "spec_request" for s in spans) == 600
     assert stats["export_dropped_spans"] > 0 and stats["spans"] == len(spans)
     assert ledger.gap(stats, 2400) == 0, stats
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_steps_dropped_for_room_still_count_on_their_roots(tmp_path, export_process):
+    """A verify round whose spans do not fit the queue is dropped as spans, counted, and still
+    folded into its requests' acceptance: every root says 1 round, 2 of 3 drafts accepted."""
+    from spec_tracing import ledger, set_spec_verify_end_time_batch
+    from spec_tracing.report.otlp_json import read_spans
+    from spec_tracing.semconv import SpanAttr
+
+    trace = tmp_path / "t.jsonl"
+    spec_tracing.enable(exporter="file", file=str(trace), export_process=export_process,
+                        export_queue_spans=1000, drain_interval_ms=10_000,
+                        metrics=False)  # fmt: skip
+    reqs = [ReqTimeStats(rid=f"v-{i}") for i in range(600)]
+    set_time_batch(reqs, ReqTimeStats.set_spec_verify_start_time)
+    set_spec_verify_end_time_batch(reqs, [2] * 600, proposed=3)
+    for r in reqs:
+        r.finish()
+    spec_tracing.shutdown(10_000)
+    stats = lifecycle.last_stats()
+    spans = read_spans(str(trace))
+    roots = [s for s in spans if s.name == "spec_request"]
+    assert len(roots) == 600
+    assert stats["export_dropped_spans"] > 0  # 600 verify spans did not fit beside the roots
+    assert sum(s.name == "spec_verify" for s in spans) < 600
+    assert {(r.attributes[SpanAttr.VERIFY_ROUNDS], r.attributes[SpanAttr.TOTAL_ACCEPTED],
+             r.attributes[SpanAttr.TOTAL_PROPOSED]) for r in roots} == {(1, 2, 3)}  # fmt: skip
+    assert ledger.gap(stats, 1200) == 0, stats

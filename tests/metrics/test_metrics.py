@@ -9,6 +9,9 @@ import urllib.request
 import pytest
 from conftest import Req, clean_env
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
 import spec_tracing
@@ -20,9 +23,23 @@ from spec_tracing.semconv import SpanAttr
 
 @pytest.fixture
 def reader():
+    """Metrics into an in-memory reader; spans into `reader.spans` (an in-memory exporter)."""
     reader = InMemoryMetricReader()
-    spec_tracing.enable(exporter="none", metric_readers=[reader])
+    reader.spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(reader.spans))
+    spec_tracing.enable(tracer_provider=provider, metric_readers=[reader])
     return reader
+
+
+def root_figures(reader, req) -> dict:
+    """The request's own totals, from its root span (ends the request)."""
+    req.time_stats.finish()
+    spec_tracing.flush()
+    rid = req.time_stats.rid
+    (root,) = [s for s in reader.spans.get_finished_spans()
+               if s.name == "spec_request" and s.attributes[SpanAttr.REQUEST_ID] == rid]  # fmt: skip
+    return dict(root.attributes)
 
 
 def verify_round(reqs, accepted, proposed, width=None):
@@ -58,24 +75,20 @@ def test_fixed_width_rounds_match_hand_computed_rate_length_and_positions(reader
         dict(k[1])["accepted"]: v for k, v in t.items() if k[0] == MetricName.ROUNDS_BY_ACCEPTED
     }
     assert by_accepted == {0: 1, 3: 1, 2: 1, 1: 1}  # one round each
-    assert a.time_stats.summary() == {
-        "accept_rate": 2 / 6,
-        "accept_length": 2.0,
-        "accepted_drafts": 2,
-        "proposed_drafts": 6,
-        "verify_rounds": 2,
-    }
+    root = root_figures(reader, a)
+    assert root[SpanAttr.ACCEPT_RATE] == pytest.approx(2 / 6)
+    assert root[SpanAttr.ACCEPT_LENGTH] == pytest.approx(2.0)
+    assert (root[SpanAttr.TOTAL_ACCEPTED], root[SpanAttr.TOTAL_PROPOSED]) == (2, 6)
+    assert root[SpanAttr.VERIFY_ROUNDS] == 2
 
 
 def test_width_changed_mid_request_uses_the_width_of_each_round(reader):
     r = Req("adaptive")
     verify_round([r], [2], None, width=2)  # proposed from the batch's active width
     verify_round([r], [1], None, width=4)
-    summary = r.time_stats.summary()
-    spec_tracing.flush()
-    summary = r.time_stats.summary()
-    assert summary["accept_rate"] == pytest.approx(3 / 6)  # a static 4 would say 3/8
-    assert summary["accept_length"] == pytest.approx(5 / 2)
+    root = root_figures(reader, r)
+    assert root[SpanAttr.ACCEPT_RATE] == pytest.approx(3 / 6)  # a static 4 would say 3/8
+    assert root[SpanAttr.ACCEPT_LENGTH] == pytest.approx(5 / 2)
     assert acceptance_from(reader.get_metrics_data()).accept_rate == pytest.approx(0.5)
 
 
@@ -91,13 +104,12 @@ def test_ngram_rounds_with_no_proposal_count_as_rounds_with_nothing_proposed(rea
     assert acc.accept_length == pytest.approx((2 + 3) / 3)
 
 
-def test_a_request_of_a_single_round(reader, spec_spans=None):
+def test_a_request_of_a_single_round(reader):
     r = Req("one")
     verify_round([r], [2], [3])
-    r.time_stats.finish()
-    spec_tracing.flush()
-    assert r.time_stats.summary()["accept_rate"] == pytest.approx(2 / 3)
-    assert r.time_stats.summary()["accept_length"] == 3.0
+    root = root_figures(reader, r)
+    assert root[SpanAttr.ACCEPT_RATE] == pytest.approx(2 / 3)
+    assert root[SpanAttr.ACCEPT_LENGTH] == 3.0
 
 
 def test_rounds_without_a_proposed_count_never_push_the_rate_above_one(reader):
@@ -261,6 +273,9 @@ from test_metrics import verify_round
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 import spec_tracing
 from spec_tracing.metrics.instruments import MetricName, metric_sums
 
