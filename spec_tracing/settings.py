@@ -205,8 +205,8 @@ SPEC_VARS: tuple[Var, ...] = (
         "With a ratio below 1, rules that keep a request's step spans whatever the ratio, decided "
         "when it ends: error (aborted or failed), slowest:F (the slowest fraction F), "
         "lowest_accept:F and highest_accept:F (the lowest and highest fraction F by accept "
-        "rate), accept_rate<X, accept_rate>X, duration>Nms; comma-separated, `none` for no "
-        "rule.",
+        "rate; judged once 10/F requests have ended, up to 2,000), accept_rate<X, "
+        "accept_rate>X, duration>Nms; comma-separated, `none` for no rule.",
     ),
     Var(
         "SPEC_TRACING_STEP_KEEP_MAX",

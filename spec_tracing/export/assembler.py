@@ -98,6 +98,10 @@ class SpanAssembler:
             out.update(self.sampler.counts())
         return out
 
-    def stop(self) -> None:
-        if self.sampler is not None:
-            self.sampler.drain()
+    def flush(self) -> list:
+        """Span records of requests that ended and wait on a keep rule's window, judged now."""
+        return [] if self.sampler is None else self.sampler.release()
+
+    def stop(self) -> list:
+        """Span records still to be made: requests waiting on a keep rule's window."""
+        return [] if self.sampler is None else self.sampler.drain()

@@ -6,9 +6,14 @@ acceptance). The engine's process records exactly what it records without sampli
 metrics and the roots' acceptance count every request and step.
 
 Requests in the ratio pass straight through. With keep rules, the others' step spans are held
-until their root arrives; held spans are bounded (SPEC_TRACING_EXPORT_QUEUE_SPANS, the exporter
-buffer's bound): past it, the request held longest is decided early by the ratio alone (its
-steps dropped, `early_decisions` counted). Spans left out by sampling are `sampled_out`, apart
+until their root arrives. A quantile rule (slowest, lowest_accept, highest_accept:F) judges a
+request only against a window of at least TAIL/F requests (TAIL past the quantile; at most the
+2,000 of the window): a request that ends before the window is that large, and that no other
+rule keeps, waits with its root until it is, and is then judged against it (a flush or the
+end of the run judges what waits against the window there is). Held spans are bounded
+(SPEC_TRACING_EXPORT_QUEUE_SPANS, the exporter buffer's bound): past it, a waiting request is
+judged at once, else the request held longest is decided early by the ratio alone (its steps
+dropped); both count in `early_decisions`. Spans left out by sampling are `sampled_out`, apart
 from the loss counters: every span offered is exported, dropped, failed, rejected, lost or
 sampled out.
 """
@@ -20,11 +25,21 @@ import math
 from collections import OrderedDict, deque
 
 from ..semconv import SpanAttr
-from ..settings import QUANTILE_WINDOW, parse_rules
+from ..settings import _FRACTIONS, QUANTILE_WINDOW, parse_rules
 from ..wire import ROOT_RECORD, STAGE_RECORD
 
 STEPS_KEPT = "spec_tracing.steps_kept"
 KEEP_REASON = "spec_tracing.keep_reason"
+# Requests a quantile rule needs past its quantile before it judges anyone: "the slowest 10%"
+# of 10 requests is one request, a guess (tests/export/test_sampling.py::
+# test_quantile_rules_wait_for_a_window_large_enough).
+TAIL = 10
+
+
+def window_needed(fraction: float) -> int:
+    """The window a quantile rule of this fraction judges against: TAIL/F, at most the whole
+    window."""
+    return min(QUANTILE_WINDOW, math.ceil(TAIL / fraction))
 
 
 class WindowQuantile:
@@ -63,12 +78,20 @@ class StepSampler:
         self.refused = 0
         self.bound = int(ratio * (1 << 64))
         self.rules = tuple(rules)
+        self.durations = WindowQuantile()
+        self.rates = WindowQuantile()
         self.max_held = max_held_spans
         self.held: OrderedDict = OrderedDict()  # handle -> [(name, batch_attrs, row)]
         self.held_spans = 0
+        # Ended requests waiting for a quantile rule's window: handle -> (root record, its
+        # duration, its rate, its held steps), oldest first.
+        self.waiting: OrderedDict = OrderedDict()
+        # (window, size needed) for each quantile rule.
+        self.windows = [
+            (self.durations if rule == "slowest" else self.rates, window_needed(arg))
+            for rule, arg in self.rules if rule in _FRACTIONS and arg > 0
+        ]  # fmt: skip
         self.early: OrderedDict = OrderedDict()  # handles decided early: dropped on arrival
-        self.durations = WindowQuantile()
-        self.rates = WindowQuantile()
         self.kept_requests = 0
         self.dropped_requests = 0
         self.sampled_out = 0
@@ -108,12 +131,14 @@ class StepSampler:
                         passing.append(row)
                     elif self.rules and (row[0], row[1]) not in self.early:
                         self._hold((row[0], row[1]), name, batch_attrs, row)
+                        if self.held_spans > self.max_held:
+                            out += self._bound()
                     else:
                         self.sampled_out += 1
                 if passing:
                     out.append((STAGE_RECORD, name, batch_attrs, passing))
             else:
-                out += self._decide(record)
+                out += self._end(record)
         return out
 
     def _hold(self, handle, name, batch_attrs, row) -> None:
@@ -122,6 +147,14 @@ class StepSampler:
             held = self.held[handle] = []
         held.append((name, batch_attrs, row))
         self.held_spans += 1
+
+    def _bound(self) -> list:
+        """Held spans over the bound: judge waiting requests at once, then decide the requests
+        held longest by the ratio alone."""
+        out: list = []
+        while self.held_spans > self.max_held and self.waiting:
+            self.early_decisions += 1
+            out += self._decide(*self.waiting.popitem(last=False)[1])
         while self.held_spans > self.max_held and self.held:
             old, spans = self.held.popitem(last=False)
             self.held_spans -= len(spans)
@@ -130,12 +163,14 @@ class StepSampler:
             self.early[old] = None
             if len(self.early) > self.max_held:
                 self.early.popitem(last=False)
+        return out
 
-    def _decide(self, root: tuple) -> list:
-        _, trace_id, span_id, parent, t0, t1, attrs, error = root
+    def _end(self, root: tuple) -> list:
+        """A request's root arrived: decide it now, or let it wait for a quantile rule's
+        window (and judge every waiting request once the windows are large enough)."""
+        _, trace_id, span_id, _, t0, t1, attrs, error = root
         handle = (trace_id, span_id)
         held = self.held.pop(handle, ())
-        self.held_spans -= len(held)
         # Judged on the request's own service time: its wait in the queue grows through an
         # overloaded run and is no property of the request (with it, each new request beats
         # the running quantile and `slowest` keeps nearly everything).
@@ -146,6 +181,40 @@ class StepSampler:
         rate = attrs.get(SpanAttr.ACCEPT_RATE)
         if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate):
             rate = None  # a request attribute of any value: only a finite number is judged
+        waits = (
+            self.windows and handle not in self.early and not self.in_ratio(trace_id)
+            and not self._windows_ready()
+            and self._rule(error, duration, rate, quantiles=False) is None
+        )  # fmt: skip
+        # Decided now: judged against the requests before it; waiting: against a window that
+        # holds it and the requests after it.
+        out = [] if waits else self._decide(root, duration, rate, held)
+        self.durations.add(duration)
+        if rate is not None:
+            self.rates.add(rate)
+        if waits:
+            self.waiting[handle] = (root, duration, rate, held)  # its steps stay held
+        if self.waiting and self._windows_ready():
+            out += self.release()
+        elif self.held_spans > self.max_held:
+            out += self._bound()
+        return out
+
+    def _windows_ready(self) -> bool:
+        return all(len(window.sorted) >= needed for window, needed in self.windows)
+
+    def release(self) -> list:
+        """Judge every waiting request against the windows as they are (a flush, the end of
+        the run, or windows now large enough): their records, oldest first."""
+        out: list = []
+        while self.waiting:
+            out += self._decide(*self.waiting.popitem(last=False)[1])
+        return out
+
+    def _decide(self, root: tuple, duration: float, rate, held) -> list:
+        _, trace_id, span_id, parent, t0, t1, attrs, error = root
+        handle = (trace_id, span_id)
+        self.held_spans -= len(held)
         reason = "ratio" if self.in_ratio(trace_id) else self._rule(error, duration, rate)
         by_rule = reason is not None and reason != "ratio"
         if by_rule and self.rule_keeps_in_window >= self.keep_max * QUANTILE_WINDOW:
@@ -158,9 +227,6 @@ class StepSampler:
         if handle in self.early:
             del self.early[handle]
             reason = reason if reason == "ratio" else None
-        self.durations.add(duration)
-        if rate is not None:
-            self.rates.add(rate)
         attrs = dict(attrs)
         attrs[STEPS_KEPT] = reason is not None
         attrs[KEEP_REASON] = reason or "sampled_out"
@@ -175,8 +241,10 @@ class StepSampler:
         out.append((ROOT_RECORD, trace_id, span_id, parent, t0, t1, attrs, error))
         return out
 
-    def _rule(self, error, duration: float, rate) -> str | None:
+    def _rule(self, error, duration: float, rate, quantiles: bool = True) -> str | None:
         for rule, arg in self.rules:
+            if not quantiles and rule in _FRACTIONS:
+                continue
             if rule == "error" and error is not None:
                 return "error"
             if rule == "duration>" and duration * 1000 > arg:
@@ -186,8 +254,9 @@ class StepSampler:
             # Very high acceptance is a health signal too: a model looping on its own output.
             if rule == "accept_rate>" and rate is not None and rate > arg:
                 return "high_accept_rate"
-            # Against the requests that ended before this one, once there are 1/F of them: the
-            # first requests of a run are not "the slowest 1%" of nothing.
+            # Against the window (TAIL/F requests when a request waited for it; at least 1/F
+            # when a flush or the run's end judges it early): "the slowest 1%" of nothing is
+            # no one.
             # Strictly past the quantile: where many requests tie (accept rate 0 in a stretch of
             # n-gram misses), "the lowest 1%" must not keep all of them.
             if rule == "slowest" and arg > 0 and len(self.durations.sorted) * arg >= 1:
@@ -201,10 +270,13 @@ class StepSampler:
                     return "high_accept"
         return None
 
-    def drain(self) -> None:
-        """At stop: requests still held never ended; their steps go by the ratio alone."""
+    def drain(self) -> list:
+        """At stop: waiting requests are judged (their records returned); requests still held
+        never ended, and their steps go by the ratio alone."""
+        out = self.release()
         for spans in self.held.values():
             self.sampled_out += len(spans)
             self.early_decisions += 1
         self.held.clear()
         self.held_spans = 0
+        return out

@@ -47,11 +47,12 @@ class InProcessOutput:
         return self.pipeline.counts()
 
     def flush(self, timeout_s: float) -> bool:
+        self.sink.write(self.pipeline.flush())
         return self.provider.force_flush(int(timeout_s * 1000))
 
     def shutdown(self, timeout_s: float) -> None:
         # The provider is the application's: flush it, never shut it down.
-        self.pipeline.stop()
+        self.sink.write(self.pipeline.stop())
         self.provider.force_flush(int(timeout_s * 1000))
 
     def abandon(self) -> None:
@@ -100,10 +101,11 @@ class ThreadOutput:
         self.writer.after_fork_in_child()
 
     def flush(self, timeout_s: float) -> bool:
+        self.writer.put(self.pipeline.flush())
         return self.writer.flush(timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
-        self.pipeline.stop()
+        self.writer.put(self.pipeline.stop())
         self.writer.stop(timeout_s)
         if self.writer.exporter is not None and self.owns_exporter:
             self.writer.exporter.shutdown()

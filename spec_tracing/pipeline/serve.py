@@ -100,7 +100,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
     def stop(timeout_s: float) -> None:
         deadline = time.monotonic() + max(0.0, timeout_s)
         meters.close_endpoint()  # the port is free for the engine's next enable() at once
-        pipeline.stop()
+        writer.put(pipeline.stop())
         writer.stop(timeout_s)
         try:  # the metrics' last export gets what is left of the budget
             meters.shutdown(max(1, int(1000 * (deadline - time.monotonic()))))
@@ -122,6 +122,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             elif message[0] == FLUSH:
                 _, timeout_ms, request = message
                 deadline = time.monotonic() + timeout_ms / 1000
+                writer.put(pipeline.flush())
                 ok = writer.flush(timeout_ms / 1000)
                 try:
                     meters.flush(max(1, int(1000 * (deadline - time.monotonic()))))

@@ -3,6 +3,7 @@ exported and saying why its steps were kept or not, the steps of exactly the req
 and the keep rules pick, every span accounted for (sampled out is its own count), held spans
 bounded, and the same on every output."""
 
+import random
 import subprocess
 import sys
 
@@ -122,16 +123,15 @@ OUT_OF_RATIO = 2**64 - 1  # low 64 bits all set: outside any ratio below 1
 @pytest.mark.parametrize(
     "rules, history, this, reason",
     [
-        ("slowest:0.1", [dict(duration=1.0)] * 20, dict(duration=5.0), "slow"),
-        ("slowest:0.1", [dict(duration=1.0 + i) for i in range(20)], dict(duration=5.0), None),
-        ("slowest:0.1", [dict(duration=1.0)] * 5, dict(duration=5.0), None),  # < 1/F seen
-        ("lowest_accept:0.1", [dict(duration=1, rate=0.8)] * 20, dict(duration=1, rate=0.2),
+        ("slowest:0.1", [dict(duration=1.0)] * 100, dict(duration=5.0), "slow"),
+        ("slowest:0.1", [dict(duration=1.0 + i) for i in range(100)], dict(duration=5.0), None),
+        ("lowest_accept:0.1", [dict(duration=1, rate=0.8)] * 100, dict(duration=1, rate=0.2),
          "low_accept"),
-        ("lowest_accept:0.1", [dict(duration=1, rate=0.8)] * 20, dict(duration=1, rate=0.9),
+        ("lowest_accept:0.1", [dict(duration=1, rate=0.8)] * 100, dict(duration=1, rate=0.9),
          None),
-        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 20, dict(duration=1, rate=0.99),
+        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 100, dict(duration=1, rate=0.99),
          "high_accept"),
-        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 20, dict(duration=1, rate=0.5),
+        ("highest_accept:0.1", [dict(duration=1, rate=0.5)] * 100, dict(duration=1, rate=0.5),
          None),  # a tie with the quantile is not past it
         ("accept_rate>0.95", [], dict(duration=1, rate=0.99), "high_accept_rate"),
         ("accept_rate>0.95", [], dict(duration=1, rate=0.9), None),
@@ -240,7 +240,7 @@ def test_slowest_is_judged_on_service_time_not_on_the_wait_in_the_queue():
     """In an overloaded run each new request waited longer than the last: with its wait counted
     it would beat the running quantile every time."""
     sampler = StepSampler(0.0, parse_rules("X", "slowest:0.1"), max_held_spans=1000)
-    for i in range(20):
+    for i in range(100):
         sampler.filter([_root(OUT_OF_RATIO - 1 - i, duration=1.0)])
     queued = (ROOT_RECORD, OUT_OF_RATIO, 1, None, 100.0, 105.0,
               {SpanAttr.QUEUE_TIME: 4.5}, None)  # 5 s in all, 0.5 s of service  # fmt: skip
@@ -266,3 +266,58 @@ def test_roots_say_how_long_the_request_waited_in_the_queue(spec_spans):
         waited = (prefill[root.context.trace_id] - root.start_time) / 1e9
         assert root.attributes[SpanAttr.QUEUE_TIME] == pytest.approx(waited, abs=1e-6)
     assert roots[-1].attributes[SpanAttr.QUEUE_TIME] > roots[0].attributes[SpanAttr.QUEUE_TIME]
+
+
+def _kept(records) -> dict:
+    """trace id -> keep reason, for the roots among span records."""
+    return {r[1]: r[6][KEEP_REASON] for r in records if r[0] == ROOT_RECORD}
+
+
+def test_quantile_rules_wait_for_a_window_large_enough():
+    """lowest_accept:0.1 judges no one until 100 requests (TAIL/F) have ended: the first 99
+    wait, roots and steps, and are then judged against all 100, so the ten lowest are kept
+    and no others (a window of 10 would pick by a quantile of ten values)."""
+    rates = random.Random(7).sample([i / 100 for i in range(100)], 100)
+    sampler = StepSampler(0.0, parse_rules("X", "lowest_accept:0.1"), max_held_spans=1000)
+    out: list = []
+    for i, rate in enumerate(rates):
+        out += sampler.filter([_step(OUT_OF_RATIO - i)])
+        out += sampler.filter([_root(OUT_OF_RATIO - i, duration=1.0, rate=rate)])
+        if i < 99:
+            assert out == [] and len(sampler.waiting) == i + 1
+    kept = _kept(out)
+    assert len(kept) == 100 and not sampler.waiting and sampler.held_spans == 0
+    low = {OUT_OF_RATIO - i for i, r in enumerate(rates) if r < 0.10}
+    assert {t for t, why in kept.items() if why == "low_accept"} == low and len(low) == 10
+    assert sum(r[0] == STAGE_RECORD for r in out) == 10  # the kept ones' steps, no others
+    # Once the window is large enough, a request is judged when it ends.
+    assert _decide(sampler, OUT_OF_RATIO - 500, duration=1.0, rate=0.0) == ("low_accept", 1)
+
+
+def test_waiting_requests_are_judged_at_a_flush_and_past_the_held_bound():
+    sampler = StepSampler(0.0, parse_rules("X", "slowest:0.1"), max_held_spans=1000)
+    for i in range(30):
+        sampler.filter([_root(OUT_OF_RATIO - i, duration=float(i))])
+    assert len(sampler.waiting) == 30
+    kept = _kept(sampler.release())  # a flush: against the 30 there are (at least 1/F)
+    assert {t for t, why in kept.items() if why == "slow"} == {OUT_OF_RATIO - 29,
+                                                               OUT_OF_RATIO - 28}  # fmt: skip
+    # A bound of 5 held spans: the sixth waiting request's steps push the oldest out, judged.
+    sampler = StepSampler(0.0, parse_rules("X", "slowest:0.1"), max_held_spans=5)
+    out = []
+    for i in range(6):
+        out += sampler.filter([_step(OUT_OF_RATIO - i)])
+        out += sampler.filter([_root(OUT_OF_RATIO - i, duration=1.0)])
+    assert len(_kept(out)) == 1 and sampler.early_decisions == 1 and sampler.held_spans == 5
+
+
+@pytest.mark.parametrize("export_process", [True, False], ids=["process", "thread"])
+def test_a_flush_exports_every_request_that_ended_before_it(tmp_path, export_process):
+    trace = tmp_path / "t.jsonl"
+    spec_tracing.enable(exporter="file", file=str(trace), metrics=False, step_sample_ratio=0,
+                        step_keep="lowest_accept:0.01", export_process=export_process)  # fmt: skip
+    _run_requests(20, slow="", aborted="")  # 20 of the 1,000 the rule's window needs
+    assert spec_tracing.flush(timeout_ms=10_000)
+    roots = [s for s in read_spans(str(trace)) if s.name == "spec_request"]
+    assert len(roots) == 20
+    spec_tracing.shutdown()

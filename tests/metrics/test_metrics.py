@@ -37,8 +37,8 @@ def root_figures(reader, req) -> dict:
     req.time_stats.finish()
     spec_tracing.flush()
     rid = req.time_stats.rid
-    (root,) = [s for s in reader.spans.get_finished_spans()
-               if s.name == "spec_request" and s.attributes[SpanAttr.REQUEST_ID] == rid]  # fmt: skip
+    spans = reader.spans.get_finished_spans()
+    (root,) = [s for s in spans if s.attributes.get(SpanAttr.REQUEST_ID) == rid]
     return dict(root.attributes)
 
 
