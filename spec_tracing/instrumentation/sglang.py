@@ -23,6 +23,10 @@ calls a verify end). So:
   `spec_num_correct_drafts`, `spec_verify_ct` and `spec_correct_drafts_histogram`; proposed =
   speculative_num_draft_tokens - 1 per round, as SGLang's `spec_num_proposed_drafts`. Requests
   that finished in the step end after it (ERROR when aborted);
+- scheduler, `AdaptiveSpeculativeParams.on_verify_complete` (adaptive EAGLE, called inside
+  `process_batch_result_decode`): when it returns a new step count, a `spec_adapt` span on the
+  batch's requests with the slot, the EMA before and after, the old and new steps and the
+  candidates;
 - the user's process, `Engine.shutdown`: a short grace before SGLang SIGKILLs the scheduler.
 """
 
@@ -210,7 +214,13 @@ def _attrs(worker) -> tuple[dict, int | None]:
     return attrs, width
 
 
+# The requests of the batch process_batch_result_decode is handling (the scheduler's one
+# thread), for the adaptive controller's decision, which SGLang makes inside it from counts only.
+_batch_reqs: tuple = ()
+
+
 def _process_decode(wrapped, instance, args, kwargs):
+    global _batch_reqs
     if not hotpath.LEVEL:
         return wrapped(*args, **kwargs)
     try:
@@ -221,7 +231,11 @@ def _process_decode(wrapped, instance, args, kwargs):
         before = [r.spec_verify_ct for r in reqs]
     except Exception:
         before = None  # no verify event; finished requests still end below
-    out = wrapped(*args, **kwargs)
+    _batch_reqs = reqs
+    try:
+        out = wrapped(*args, **kwargs)
+    finally:
+        _batch_reqs = ()
     try:
         _record_verify(reqs, args[1] if len(args) > 1 else kwargs["result"], before)
     except Exception:
@@ -245,6 +259,38 @@ def _end_finished(reqs: tuple) -> None:
         # SGLang's Engine.shutdown() kills the scheduler right after the last response: let
         # finished requests leave this process now, not at the next drain.
         lifecycle.drain_soon()
+
+
+def _adaptive_decision(wrapped, instance, args, kwargs):
+    """AdaptiveSpeculativeParams.on_verify_complete(num_correct_drafts_per_req, batch_size):
+    when it returns a new step count, a spec_adapt span on the batch's requests with the
+    controller's inputs: its batch-size slot, the EMA of accepted drafts before and after this
+    batch, the old and new steps, the slot's candidates."""
+    if not hotpath.LEVEL or not _batch_reqs:
+        return wrapped(*args, **kwargs)
+    try:
+        batch_size = args[1] if len(args) > 1 else kwargs["batch_size"]
+        bs = instance._find_closest_bs(instance._pad_to_cuda_graph_bs(batch_size))
+        slot = instance._slots[bs]
+        ema_before, old = slot.ema_accept_len, slot.current_steps
+    except Exception:
+        logger.debug("spec-tracing: adaptive slot not read", exc_info=True)
+        return wrapped(*args, **kwargs)
+    new = wrapped(*args, **kwargs)
+    if new is not None:
+        try:
+            now = perf_counter()
+            hotpath.record_batch_stage(_batch_reqs, RequestStage.SPEC_ADAPT, now, now, attrs={
+                SpanAttr.ADAPT_OLD_WIDTH: int(old),
+                SpanAttr.ADAPT_NEW_WIDTH: int(new),
+                SpanAttr.ADAPT_SLOT: int(bs),
+                SpanAttr.ADAPT_EMA_BEFORE: float(ema_before),
+                SpanAttr.ADAPT_EMA_AFTER: float(slot.ema_accept_len),
+                SpanAttr.ADAPT_CANDIDATES: [int(c) for c in slot.candidate_steps],
+            })  # fmt: skip
+        except Exception:
+            logger.debug("spec-tracing: adaptive decision not recorded", exc_info=True)
+    return new
 
 
 def _record_verify(reqs: tuple, result, before: list | None) -> None:
@@ -315,6 +361,10 @@ def _targets():
             ),  # fmt: skip
         ]
     ngram = f"{_SPEC}.ngram_worker:NGRAMWorker"
+    adaptive = Seam(
+        f"{_SPEC}.adaptive_spec_params:AdaptiveSpeculativeParams", "on_verify_complete",
+        _adaptive_decision, "spec_adapt (the adaptive controller's decisions)",
+    )  # fmt: skip
     return (
         [
             Seam(
@@ -334,6 +384,7 @@ def _targets():
             ),  # fmt: skip
         ]
         + eagle
+        + [adaptive]
         + _engine_target()
     )
 

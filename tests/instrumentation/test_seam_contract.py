@@ -106,6 +106,22 @@ def test_every_sglang_seam_exists_in_the_released_sources(version):
     assert _check_rows(src, sglang._targets()) == []
 
 
+@pytest.mark.parametrize("version", SGLANG)
+def test_sglang_adaptive_controller_as_the_wrapper_reads_it(version):
+    """_adaptive_decision reads on_verify_complete's arguments by position or name, and the
+    slot it routes to (AdaptiveStepSlot's ema_accept_len, current_steps, candidate_steps)."""
+    src = _wheel(f"sglang-{version}-*.whl")
+    module = "sglang.srt.speculative.adaptive_spec_params"
+    method = src.method(module, "AdaptiveSpeculativeParams", "on_verify_complete")
+    assert parameters(method) == ["self", "num_correct_drafts_per_req", "batch_size"]
+    for name in ("_find_closest_bs", "_pad_to_cuda_graph_bs"):
+        assert src.method(module, "AdaptiveSpeculativeParams", name) is not None, name
+    source = src.zip.read(module.replace(".", "/") + ".py").decode()
+    for attribute in ("self._slots", "self.ema_accept_len", "self.current_steps",
+                      "self.candidate_steps"):  # fmt: skip
+        assert attribute in source, attribute
+
+
 # Per release: the V2 speculators with a catch-up forward (`_prefill`, timed as
 # spec_draft_extend by runner_v2) and the ones that run it inside propose().
 CATCH_UP = {
