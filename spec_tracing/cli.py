@@ -143,9 +143,9 @@ def _report(args: argparse.Namespace) -> int:
     import logging
 
     from .report.html import render_html
-    from .report.jaeger import to_jaeger
-    from .report.otlp_json import dumps, read_spans
-    from .report.perfetto import to_trace_events
+    from .report.jaeger import jaeger_chunks
+    from .report.otlp_json import read_spans
+    from .report.perfetto import trace_event_chunks
     from .report.summary import TraceSummary, render_requests
     from .stages import RequestStage
 
@@ -173,10 +173,12 @@ def _report(args: argparse.Namespace) -> int:
         if args.html:
             name = os.path.basename(args.file)
             outputs.append((args.html, render_html(spans, text, name, args.select)))
+        # Written a trace or a request at a time, after the page (their JSON would be
+        # several times the spans' own memory).
         if args.jaeger_json:
-            outputs.append((args.jaeger_json, dumps(to_jaeger(spans))))
+            outputs.append((args.jaeger_json, lambda: jaeger_chunks(spans)))
         if args.perfetto:
-            outputs.append((args.perfetto, dumps(to_trace_events(spans))))
+            outputs.append((args.perfetto, lambda: trace_event_chunks(spans)))
         return text, listing, outputs
 
     done = _guarded("report", args.file, work)
@@ -187,7 +189,8 @@ def _report(args: argparse.Namespace) -> int:
     if listing is not None:
         print()
         print(listing)
-    return _write_all("report", outputs)
+    written = _guarded("report", args.file, lambda: _write_all("report", outputs))
+    return 2 if written is None else written
 
 
 _BAD_VALUE = (ValueError, TypeError, OverflowError, KeyError, AttributeError, RecursionError)
@@ -208,7 +211,9 @@ def _guarded(command: str, file: str, work):
     return None
 
 
-def _write_all(command: str, outputs: list[tuple[str, str]]) -> int:
+def _write_all(command: str, outputs: list[tuple[str, object]]) -> int:
+    """Write each (path, text or a function returning chunks of text); 2 after one error line
+    for a path that cannot be written."""
     for path, content in outputs:
         try:
             _replace(path, content)
@@ -219,7 +224,7 @@ def _write_all(command: str, outputs: list[tuple[str, str]]) -> int:
     return 0
 
 
-def _replace(path: str, content: str) -> None:
+def _replace(path: str, content) -> None:
     """Write `path` as a new file (a temporary one beside it, then renamed over it): a write
     that fails leaves what was there, and a hard link to the input is not written through."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -227,7 +232,10 @@ def _replace(path: str, content: str) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with open(fd, "w", encoding="utf-8") as f:
-            f.write(content)
+            if isinstance(content, str):
+                f.write(content)
+            else:
+                f.writelines(content())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -4,8 +4,9 @@ on its search page): the shape of Jaeger's own /api/traces answer, one entry per
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
-from .otlp_json import OtlpSpan
+from .otlp_json import OtlpSpan, dumps
 
 _STATUS_ERROR = 2
 
@@ -64,10 +65,25 @@ def _logs(span: OtlpSpan) -> list[dict]:
 
 def to_jaeger(spans: list[OtlpSpan]) -> dict:
     """{"data": [trace, ...]}; within a trace, one process per distinct resource."""
+    return {"data": list(_traces(spans)), **_TAIL}
+
+
+_TAIL = {"total": 0, "limit": 0, "offset": 0, "errors": None}
+
+
+def jaeger_chunks(spans: list[OtlpSpan]) -> Iterator[str]:
+    """to_jaeger's JSON text (as otlp_json.dumps writes it), a trace at a time: the file is
+    written without the whole document in memory."""
+    yield '{"data":['
+    for i, trace in enumerate(_traces(spans)):
+        yield ("," if i else "") + dumps(trace)
+    yield "]," + dumps(_TAIL)[1:]
+
+
+def _traces(spans: list[OtlpSpan]) -> Iterator[dict]:
     by_trace: dict[str, list[OtlpSpan]] = defaultdict(list)
     for span in spans:
         by_trace[span.trace_id].append(span)
-    data = []
     for trace_id, members in by_trace.items():
         processes: dict[tuple, str] = {}
         resources: dict[str, dict] = {}  # process id -> the resource, values as they were
@@ -91,7 +107,7 @@ def to_jaeger(spans: list[OtlpSpan]) -> dict:
                     "flags": 1,
                 }
             )
-        data.append(
+        yield (
             {
                 "traceID": trace_id,
                 "spans": out_spans,
@@ -105,4 +121,3 @@ def to_jaeger(spans: list[OtlpSpan]) -> dict:
                 "warnings": None,
             }
         )
-    return {"data": data, "total": 0, "limit": 0, "offset": 0, "errors": None}

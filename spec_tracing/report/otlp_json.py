@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from sys import intern
 
 logger = logging.getLogger(__name__)
 
@@ -16,9 +17,11 @@ class TraceFileError(ValueError):
     """A trace file that cannot be read; the message names the file and line."""
 
 
-@dataclass
+@dataclass(slots=True)
 class OtlpSpan:
-    """A span as read back from a file or off the wire (ids as hex strings)."""
+    """A span as read back from a file or off the wire (ids as hex strings). Slots, interned
+    names and attribute keys, shared empty event and link lists: a report holds every span of
+    a file (tests/report/test_report.py::test_report_memory_per_span)."""
 
     name: str
     trace_id: str
@@ -32,8 +35,8 @@ class OtlpSpan:
     scope: tuple[str, str] = ("", "")  # instrumentation scope (name, version)
     kind: int = 1  # OTLP SpanKind: 1 internal, 2 server, 3 client, 4 producer, 5 consumer
     status_message: str = ""
-    events: list = field(default_factory=list)  # (name, time_ns, attributes)
-    links: list = field(default_factory=list)  # (trace_id, span_id, attributes)
+    events: list | tuple = ()  # (name, time_ns, attributes)
+    links: list | tuple = ()  # (trace_id, span_id, attributes)
 
 
 def _any_value(value: dict) -> object:
@@ -63,7 +66,8 @@ def _kind(value) -> int:
 
 
 def _attributes(node: dict) -> dict:
-    return {a["key"]: _any_value(a.get("value", {})) for a in node.get("attributes", [])}
+    # Keys repeat on every span: one string each, not one per span.
+    return {intern(a["key"]): _any_value(a.get("value", {})) for a in node.get("attributes", [])}
 
 
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
@@ -75,7 +79,10 @@ def _status(span: dict) -> int:
     return _STATUS_NAMES.get(code, 0) if isinstance(code, str) else int(code)
 
 
-def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
+def _spans_of(doc: object, where: str, shared: dict | None = None) -> Iterator[OtlpSpan]:
+    """The spans of one export request. `shared` (a dict kept across a file's lines) makes a
+    trace id or parent id one string however many spans carry it."""
+    share = (lambda x: x) if shared is None else (lambda x: shared.setdefault(x, x))
     if (
         isinstance(doc, dict)
         and "resourceSpans" not in doc
@@ -100,10 +107,10 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
                     # The Collector omits fields at their default (proto3 JSON): an empty name,
                     # a zero time. Ids are hex, in either case.
                     yield OtlpSpan(
-                        s.get("name", ""),
-                        s["traceId"].lower(),
+                        intern(s.get("name", "")),
+                        share(s["traceId"].lower()),
                         s["spanId"].lower(),
-                        s.get("parentSpanId", "").lower(),
+                        share(s.get("parentSpanId", "").lower()),
                         int(s.get("startTimeUnixNano", 0)),
                         int(s.get("endTimeUnixNano", 0)),
                         _attributes(s),
@@ -114,46 +121,73 @@ def _spans_of(doc: object, where: str) -> Iterator[OtlpSpan]:
                         s.get("status", {}).get("message", ""),
                         [
                             (e.get("name", ""), int(e.get("timeUnixNano", 0)), _attributes(e))
-                            for e in s.get("events", [])
-                        ],
+                            for e in s.get("events", ())
+                        ] or (),
                         [
                             (x["traceId"].lower(), x["spanId"].lower(), _attributes(x))
-                            for x in s.get("links", [])
-                        ],
-                    )
+                            for x in s.get("links", ())
+                        ] or (),
+                    )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         why = f"{type(exc).__name__}: {exc!s:.120}"
         raise TraceFileError(f"{where}: malformed span ({why})") from None
 
 
-def read_spans(path: str) -> list[OtlpSpan]:
-    """All spans in `path`. A bad line is a TraceFileError naming it, except a truncated last
-    line (a run cut off mid-write), which is skipped with a warning."""
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) for each non-blank line, read a line at a time."""
     try:
-        with open(path, encoding="utf-8") as f:
-            # Lines end at "\n" only: U+2028, U+2029 and U+0085 are valid inside JSON strings
-            # (str.splitlines would cut a line there).
-            lines = f.read().split("\n")
+        # Lines end at "\n" only: U+2028, U+2029 and U+0085 are valid inside JSON strings
+        # (text mode's universal newlines would cut a line there).
+        with open(path, encoding="utf-8", newline="\n") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    yield number, line
     except OSError as exc:
         raise TraceFileError(f"{path}: cannot be read ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise TraceFileError(f"{path}: not a text file (OTLP JSON lines expected)") from None
-    if not any(line.strip() for line in lines):
-        raise TraceFileError(f"{path}: empty (no OTLP JSON lines)")
+
+
+def read_spans(path: str) -> list[OtlpSpan]:
+    """All spans in `path`, each once. A bad line is a TraceFileError naming it, except a
+    truncated last line (a run cut off mid-write), which is skipped with a warning. A span
+    repeated in the file (the same trace and span id: a file appended to twice, an export
+    retried) is read once, and a warning counts the repeats."""
     spans: list[OtlpSpan] = []
-    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
-    for index, (number, line) in enumerate(numbered):
+    seen: set = set()
+    shared: dict = {}
+    repeated = 0
+    bad: tuple | None = None  # a line that is not JSON: an error unless it is the last one
+    any_line = False
+    for number, line in _lines(path):
+        any_line = True
+        if bad is not None:
+            raise bad[0]
         where = f"{path}:{number}"
         try:
             doc = json.loads(line)
         except RecursionError:
             raise TraceFileError(f"{where}: JSON nested too deep to read") from None
         except json.JSONDecodeError as exc:
-            if index == len(numbered) - 1 and line.lstrip().startswith("{"):
-                logger.warning("%s: truncated last line skipped (%s)", where, exc.msg)
-                break
-            raise TraceFileError(f"{where}: not JSON ({exc.msg} at column {exc.colno})") from None
-        spans.extend(_spans_of(doc, where))
+            error = TraceFileError(f"{where}: not JSON ({exc.msg} at column {exc.colno})")
+            if not line.lstrip().startswith("{"):
+                raise error from None
+            bad = (error, where, exc.msg)
+            continue
+        for span in _spans_of(doc, where, shared):
+            key = (span.trace_id, span.span_id)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            spans.append(span)
+    if not any_line:
+        raise TraceFileError(f"{path}: empty (no OTLP JSON lines)")
+    if bad is not None:
+        logger.warning("%s: truncated last line skipped (%s)", bad[1], bad[2])
+    if repeated:
+        logger.warning("%s: %d spans repeated in the file (same trace and span id) read once",
+                       path, repeated)  # fmt: skip
     return spans
 
 

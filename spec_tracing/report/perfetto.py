@@ -18,10 +18,11 @@ root is not in the file get a track per trace.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 
 from ..semconv import SpanAttr
 from ..stages import RequestStage
-from .otlp_json import OtlpSpan, by_root
+from .otlp_json import OtlpSpan, by_root, dumps
 
 ROOT = RequestStage.REQUEST.name
 REQUESTS_PID, ENGINE_PID = 1, 2
@@ -48,6 +49,11 @@ class _Tracks:
         self.t0 = t0
         self.events: list[dict] = []
         self._next_tid = 1
+
+    def take(self) -> list[dict]:
+        """The events made since the last take."""
+        events, self.events = self.events, []
+        return events
 
     def new(self, name: str, sort: int) -> int:
         tid, self._next_tid = self._next_tid, self._next_tid + 1
@@ -128,24 +134,45 @@ def _counters(spans: list[OtlpSpan], t0: int) -> list[dict]:
     return events
 
 
+_META = [
+    {"ph": "M", "name": "process_name", "pid": REQUESTS_PID, "args": {"name": "requests"}},
+    {"ph": "M", "name": "process_sort_index", "pid": REQUESTS_PID, "args": {"sort_index": 1}},
+    {"ph": "M", "name": "process_name", "pid": ENGINE_PID, "args": {"name": "engine"}},
+    {"ph": "M", "name": "process_sort_index", "pid": ENGINE_PID, "args": {"sort_index": 0}},
+]
+
+
 def to_trace_events(spans: list[OtlpSpan]) -> dict:
     """The Chrome trace-event JSON object for `spans` (every span one complete event)."""
     t0 = min((s.start_ns for s in spans), default=0)
+    events = [e for batch in _request_events(spans, t0) for e in batch]
+    return {"traceEvents": _META + events + _counters(spans, t0), **_tail(t0)}
+
+
+def trace_event_chunks(spans: list[OtlpSpan]) -> Iterator[str]:
+    """to_trace_events's JSON text (as otlp_json.dumps writes it), a request at a time: the
+    file is written without the whole document in memory."""
+    t0 = min((s.start_ns for s in spans), default=0)
+    yield '{"traceEvents":' + dumps(_META)[:-1]
+    for batch in _request_events(spans, t0):
+        if batch:
+            yield "," + dumps(batch)[1:-1]
+    counters = _counters(spans, t0)
+    yield ("," + dumps(counters)[1:-1] if counters else "") + "]," + dumps(_tail(t0))[1:]
+
+
+def _tail(t0: int) -> dict:
+    return {"displayTimeUnit": "ms", "otherData": {"source": "spec-tracing", "t0_unix_ns": t0}}
+
+
+def _request_events(spans: list[OtlpSpan], t0: int) -> Iterator[list[dict]]:
+    """The requests' tracks and slices, a request at a time."""
     roots, stages, orphans = by_root(spans, ROOT)
     tracks = _Tracks(t0)
     for sort, root in enumerate(roots):
         name = str(root.attributes.get(SpanAttr.REQUEST_ID, root.span_id))
         tracks.request(name, sort, root, stages.get(root.span_id, []))
+        yield tracks.take()
     for sort, (trace_id, lost) in enumerate(sorted(orphans.items()), start=len(roots)):
         tracks.request(f"trace {trace_id[:8]} (root not in file)", sort, None, lost)
-    meta = [
-        {"ph": "M", "name": "process_name", "pid": REQUESTS_PID, "args": {"name": "requests"}},
-        {"ph": "M", "name": "process_sort_index", "pid": REQUESTS_PID, "args": {"sort_index": 1}},
-        {"ph": "M", "name": "process_name", "pid": ENGINE_PID, "args": {"name": "engine"}},
-        {"ph": "M", "name": "process_sort_index", "pid": ENGINE_PID, "args": {"sort_index": 0}},
-    ]
-    return {
-        "traceEvents": meta + tracks.events + _counters(spans, t0),
-        "displayTimeUnit": "ms",
-        "otherData": {"source": "spec-tracing", "t0_unix_ns": t0},
-    }
+        yield tracks.take()

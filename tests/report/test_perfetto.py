@@ -168,3 +168,17 @@ def test_the_documented_jaeger_search_tag_is_an_integer_on_verify_spans(captured
     verify = [s for s in spans if s.name == "spec_verify"]
     assert len(zero) == sum(s.attributes["accepted_tokens"] == 0 for s in verify) > 0
     assert {s["operationName"] for s in zero} == {"spec_verify"}
+
+
+def test_the_streamed_files_are_the_documents_byte_for_byte(captured):
+    """report writes Perfetto and Jaeger JSON a request (a trace) at a time: the text is what
+    otlp_json.dumps makes of the whole document, for a demo run and for no spans at all."""
+    from spec_tracing.report.jaeger import jaeger_chunks, to_jaeger
+    from spec_tracing.report.otlp_json import dumps
+    from spec_tracing.report.perfetto import trace_event_chunks
+
+    run, doc = captured
+    assert json.loads("".join(trace_event_chunks(run))) == doc  # what report wrote
+    for spans in (run, []):
+        assert "".join(trace_event_chunks(spans)) == dumps(to_trace_events(spans))
+        assert "".join(jaeger_chunks(spans)) == dumps(to_jaeger(spans))

@@ -459,3 +459,15 @@ def test_appended_runs_made_only_of_traces_without_a_root_are_told_apart():
     for lane in payload["requests"]:
         by_run.setdefault(lane["run"], set()).add(int(lane["trace"], 16) // 100)
     assert by_run == {0: {0}, 1: {1}, 2: {2}}
+
+
+def test_report_memory_per_span(tmp_path):
+    """Every output of `report` at once holds at most 1 KB of memory per span of the file
+    (peak memory against the same command on a one-request file; benchmarks/report_memory.py),
+    whatever the file holds: the same run ten times over (the same ids) costs what its spans
+    read once cost."""
+    from benchmarks.report_memory import measure
+
+    got = measure(tmp_path, requests=800)
+    assert got["bytes_per_span"] <= 1024, got
+    assert got["repeated_x10_bytes_per_distinct_span"] <= 1.5 * 1024, got
