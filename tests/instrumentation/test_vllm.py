@@ -56,7 +56,7 @@ def _wait_for(receiver, counts, timeout_s=30.0):
         time.sleep(0.2)
 
 
-def _check_spans_against_vllm(spans, result):
+def _check_spans_against_vllm(spans, result, most_drafts=3):
     counters = result["counters"]
     roots = {s.span_id: s for s in spans if s.name == "spec_request"}
     verify = [s for s in spans if s.name == "spec_verify"]
@@ -78,7 +78,7 @@ def _check_spans_against_vllm(spans, result):
     assert proposed == counters["vllm:spec_decode_num_draft_tokens"]
     assert len(verify) == counters["vllm:spec_decode_num_drafts"]
     assert 0 < accepted < proposed  # the tiny model loops, so n-gram drafts partly match
-    assert all(1 <= s.attributes[SpanAttr.PROPOSED_TOKENS] <= 3 for s in verify)
+    assert all(1 <= s.attributes[SpanAttr.PROPOSED_TOKENS] <= most_drafts for s in verify)
     # Per request: one verify per step with drafts, steps numbered 0.., and the root's summary.
     per_request = Counter(s.parent_span_id for s in verify)
     for span_id, root in roots.items():
@@ -103,6 +103,46 @@ def test_vllm_spans_with_spec_tracings_own_exporter(model_dir):
     _check_spans_against_vllm(spans, result)
     # No caller context: each request is its own trace.
     assert len({s.trace_id for s in spans if s.name == "spec_request"}) == 4
+
+
+def test_vllm_dynamic_schedule_widths_and_their_changes(model_dir):
+    """vLLM's dynamic speculative decoding picks the draft width by the scheduled batch size
+    (vllm_app's DYNAMIC: 2 drafts at 3-8 requests, 4 at 1-2; the requests end one by one):
+    each draft span carries the width the step ran with, no verify offers more than its width,
+    and the one change of width is a spec_adapt span between the last narrow draft and the
+    first wide one. (A step scheduled with a request that ended in the step before counts it:
+    its drafts may be for one request fewer than the batch it was chosen for.)"""
+    from vllm_app import DYNAMIC
+
+    with OtlpReceiver("grpc") as receiver:
+        env = {"SPEC_TRACING_EXPORTER": "otlp", "VLLM_APP_DYNAMIC": "1",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}  # fmt: skip
+        result = _run_app(model_dir, env)
+        spans = _wait_for(receiver, {"spec_request": 4})
+    _check_spans_against_vllm(spans, result, most_drafts=4)
+    steps = sorted(
+        {
+            (s.start_ns, s.attributes[SpanAttr.BATCH_SIZE], s.attributes[SpanAttr.NUM_STEPS])
+            for s in spans
+            if s.name == "spec_draft"
+        }
+    )
+    widths = [w for _, _, w in steps]
+    assert widths == sorted(widths) and set(widths) == {2, 4}  # narrow, then wide: one change
+    assert all(w == 2 for _, b, w in steps if b >= 3) and all(w == 4 for _, b, w in steps if b == 1)
+    for s in spans:
+        if s.name == "spec_verify":
+            assert s.attributes[SpanAttr.PROPOSED_TOKENS] <= s.attributes[SpanAttr.NUM_STEPS]
+    adapts = [s for s in spans if s.name == "spec_adapt"]  # one per request of the step
+    changes = {(s.start_ns, s.attributes[SpanAttr.ADAPT_OLD_WIDTH],
+                s.attributes[SpanAttr.ADAPT_NEW_WIDTH], s.attributes[SpanAttr.ADAPT_SLOT],
+                tuple(v.int_value for v in s.attributes[SpanAttr.ADAPT_CANDIDATES].values))
+               for s in adapts}  # fmt: skip
+    ((at, old, new, slot, candidates),) = changes
+    assert (old, new, slot, candidates) == (2, 4, DYNAMIC[0][0], (2, 4))
+    last_narrow = max(t for t, _, w in steps if w == 2)
+    first_wide = min(t for t, _, w in steps if w == 4)
+    assert last_narrow <= at <= first_wide
 
 
 def test_vllm_spans_join_the_callers_trace_with_vllms_tracing_on(model_dir):

@@ -4,7 +4,9 @@ downloaded), served by vLLM's offline engine with n-gram speculative decoding. R
 
     python tests/instrumentation/vllm_app.py MODEL_DIR [TRACEPARENT]
 
-VLLM_APP_SPEC=none runs the same prompts without speculative decoding (the greedy reference).
+VLLM_APP_SPEC=none runs the same prompts without speculative decoding (the greedy reference);
+VLLM_APP_DYNAMIC=1 runs n-gram with vLLM's dynamic schedule (DYNAMIC) and requests of different
+lengths.
 It prints one line, RESULT and JSON: vLLM's own spec-decode counters, the tokens generated, and
 per request its output token ids and vLLM's per-step accepted/drafted counts
 (`per_request_spec_decode_metrics="detailed"`)."""
@@ -14,6 +16,8 @@ import os
 import sys
 
 NUM_SPEC = 3
+# VLLM_APP_DYNAMIC=1: (first batch size, last, draft width): 4 drafts at batch 1-2, 2 at 3-8.
+DYNAMIC = [(1, 2, 4), (3, 8, 2)]
 PROMPTS = [
     "the quick brown fox jumps over the lazy dog the quick brown fox",
     "speculative decoding drafts tokens and verifies them speculative decoding",
@@ -96,6 +100,8 @@ def main() -> None:
     else:
         method = {"method": "ngram", "num_speculative_tokens": NUM_SPEC, "prompt_lookup_max": 3,
                   "prompt_lookup_min": 1}  # fmt: skip
+    if os.environ.get("VLLM_APP_DYNAMIC"):  # vLLM's dynamic schedule: width by batch size
+        method.update(num_speculative_tokens=4, num_speculative_tokens_per_batch_size=DYNAMIC)
     speculative = {
         "speculative_config": method,
         "per_request_spec_decode_metrics": "detailed",
@@ -113,10 +119,12 @@ def main() -> None:
         disable_log_stats=False,
         otlp_traces_endpoint=os.environ.get("VLLM_APP_OTLP_TRACES_ENDPOINT"),
     )
-    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     engine = llm.llm_engine
     headers = {"traceparent": traceparent} if traceparent else None
     for i, prompt in enumerate(PROMPTS):
+        # With the dynamic schedule the requests end one by one, so the batch shrinks 4 -> 1.
+        tokens = 12 + 12 * i if os.environ.get("VLLM_APP_DYNAMIC") else 32
+        params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
         engine.add_request(f"req-{i}", prompt, params, trace_headers=headers)
     generated, requests = 0, {}
     while engine.has_unfinished_requests():

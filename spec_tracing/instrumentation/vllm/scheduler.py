@@ -7,6 +7,9 @@ get, so `accepted_tokens` agrees with them by construction; `update_from_output`
 step's verify and draft batches (one event each) with the times the worker put on the step's
 output; `_free_request` ends the root (ERROR when aborted). A step in which a request had no
 drafts (an n-gram miss) has no spec_verify span for it: vLLM counts only requests with drafts.
+With a dynamic schedule (`num_speculative_tokens_per_batch_size`) each step's draft carries the
+width the scheduler chose for its batch size, the verify the width it checks (the previous
+step's), and each change of width is a `spec_adapt` span on the step's requests.
 
 Degrade, don't vanish: when no worker times came with a step (a worker seam missing in this vLLM)
 but vLLM counted verify rounds, the verify is still recorded, timed by the scheduler's own step
@@ -224,12 +227,46 @@ def _end(stats: ReqTimeStats, aborted: bool, reason: str, ts: float | None) -> N
         stats.finish(ts=ts, reason=reason)
 
 
+# Dynamic speculative decoding (num_speculative_tokens_per_batch_size): the width the scheduler
+# chose for the previous step, whose drafts this step verifies.
+_dynamic = {"width": None}
+
+
+def _widths(config, scheduled, output, attrs: dict) -> tuple[dict, dict]:
+    """(the verify's attributes, the draft's) under a dynamic schedule: the draft proposes
+    this step's width (the scheduler's pick for the batch size), the verify checks the previous
+    step's. A change of width is a spec_adapt span on the step's requests."""
+    schedule = getattr(config, "num_speculative_tokens_per_batch_size", None)
+    width = getattr(scheduled, "num_spec_tokens_to_schedule", None)
+    if not schedule or type(width) is not int:
+        return attrs, attrs
+    before, _dynamic["width"] = _dynamic["width"], width
+    draft = {**attrs, SpanAttr.NUM_STEPS: width}
+    if before is None:
+        return attrs, draft
+    if width != before:
+        batch_size = len(scheduled.num_scheduled_tokens)
+        most = getattr(config, "num_speculative_tokens", None) or width
+        ranges = sorted(tuple(int(x) for x in r) for r in schedule)
+        slot = max((lo for lo, _, _ in ranges if lo <= batch_size), default=ranges[0][0])
+        batch = [stats for stats in map(_requests.get, output.req_ids) if stats is not None]
+        at = getattr(scheduled, _SCHEDULED, None) or perf_counter()
+        hotpath.record_batch_stage(batch, RequestStage.SPEC_ADAPT, at, at, attrs={
+            SpanAttr.ADAPT_OLD_WIDTH: before,
+            SpanAttr.ADAPT_NEW_WIDTH: width,
+            SpanAttr.ADAPT_SLOT: slot,
+            SpanAttr.ADAPT_CANDIDATES: sorted({min(most, k) for _, _, k in ranges}),
+        })  # fmt: skip
+    return {**attrs, SpanAttr.NUM_STEPS: before}, draft
+
+
 def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
     config = getattr(scheduler.vllm_config, "speculative_config", None)
     attrs = {SpanAttr.WORKER: str(getattr(config, "method", "") or "vllm")}
     width = getattr(config, "num_speculative_tokens", None)
     if width:
         attrs[SpanAttr.NUM_STEPS] = width
+    attrs, draft_attrs = _widths(config, scheduled, output, attrs)
     reqs, proposed, accepted = rounds
     if reqs:
         health["rounds"] += 1
@@ -251,12 +288,13 @@ def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
         if times[EXTEND_START] is not None:
             hotpath.record_batch_stage(
                 batch, RequestStage.SPEC_DRAFT_EXTEND, times[EXTEND_START], times[EXTEND_END],
-                attrs=attrs,
+                attrs=draft_attrs,
             )  # fmt: skip
         if times[DRAFT_START] is not None:
             hotpath.record_batch_stage(
-                batch, RequestStage.SPEC_DRAFT, times[DRAFT_START], times[DRAFT_END], attrs=attrs
-            )
+                batch, RequestStage.SPEC_DRAFT, times[DRAFT_START], times[DRAFT_END],
+                attrs=draft_attrs,
+            )  # fmt: skip
 
 
 def _check_dark(scheduler) -> None:
