@@ -21,7 +21,7 @@ the cheapest object Python makes (a dataclass instance costs ~4x as much to crea
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 # Event kinds (the first field of an engine event and of a compact event).
 START = 0  # stage began at t0 for reqs
@@ -36,16 +36,19 @@ ROOT_RECORD = 1
 Handle: TypeAlias = tuple[int, int]  # (trace_id, root span_id) of a request
 Parent: TypeAlias = tuple[int, int, int] | None  # remote parent (trace_id, span_id, flags)
 
-# (kind, stage: StageConfig, t0, t1 | None, reqs, accepted, proposed, attrs | None)
-EngineEvent: TypeAlias = tuple[int, Any, float, float | None, tuple, Any, Any, dict | None]
+# (kind, stage: StageConfig, t0, t1 | None, reqs, accepted, proposed, attrs | None), and for a
+# verify the engine's own output offsets may follow (a ninth field)
+EngineEvent: TypeAlias = tuple
 
 # Compact events:
 # (START, name, t, keys, flags)
-# (END, name, t, keys, flags, accepted | None, proposed | None, batch_attrs)
-# (SLICE, name, t0, t1, keys, flags, accepted | None, proposed | None, batch_attrs)
+# (END, name, t, keys, flags, accepted | None, proposed | None, batch_attrs, positions | None)
+# (SLICE, name, t0, t1, keys, flags, accepted | None, proposed | None, batch_attrs,
+#  positions | None)
 #   keys: the handles of the batch's traced requests (all of them when metrics are on, else the
 #   sampled ones); flags: None when every one is sampled with output_base 1, else per key
-#   (sampled, output_base); the counts are per key
+#   (sampled, output_base); the counts are per key; positions: per key, the engine's count of
+#   the request's output tokens before this verify round (None: follow from the rounds)
 # (FINISH, handle, t, (parent, t0, attrs, error | None), EngineFacts)
 #   every traced request, sampled or not (the metrics count them all); only a sampled one
 #   becomes a root span (attrs then hold its attributes, else only its gen_ai.* ones)

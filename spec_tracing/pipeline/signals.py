@@ -142,13 +142,13 @@ class Signals:
     def _stage(self, event: tuple, out: list) -> None:
         kind = event[0]
         if kind == SLICE:
-            _, name, t0, t1, keys, flags, acc, prop, batch_attrs = event
+            _, name, t0, t1, keys, flags, acc, prop, batch_attrs, positions = event
         elif kind == END:
-            _, name, t1, keys, flags, acc, prop, batch_attrs = event
+            _, name, t1, keys, flags, acc, prop, batch_attrs, positions = event
             t0 = None
         else:
             _, name, t0, keys, flags = event
-            t1 = acc = prop = batch_attrs = None
+            t1 = acc = prop = batch_attrs = positions = None
         batch = self._batch
         if batch is None or not (
             (keys is batch[0] or keys == batch[0]) and (flags is batch[1] or flags == batch[1])
@@ -166,7 +166,11 @@ class Signals:
                 opened[slot] = None
         offsets = None
         if name == _VERIFY and acc is not None:
-            offsets = add_rounds([entry.acceptance for entry in batch[2]], acc, prop)
+            acceptances = [entry.acceptance for entry in batch[2]]
+            if positions is not None:  # the engine's own count: exact across rounds it skipped
+                for acceptance, position in zip(acceptances, positions, strict=True):
+                    acceptance.next_offset = position
+            offsets = add_rounds(acceptances, acc, prop)
             if self.metrics is not None:
                 try:
                     self.metrics.record_verify(acc, prop, batch_attrs)

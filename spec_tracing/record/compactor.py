@@ -265,7 +265,11 @@ class Materializer:
             )
 
     def _process(self, event: tuple, out: list) -> None:
-        kind, stage, t0, t1, reqs, accepted, proposed, attrs = event
+        if len(event) == 8:
+            kind, stage, t0, t1, reqs, accepted, proposed, attrs = event
+            positions = None
+        else:  # a verify with the engine's own output offsets
+            kind, stage, t0, t1, reqs, accepted, proposed, attrs, positions = event
         if kind == FINISH:
             st = _time_stats(reqs[0])
             if st is None or st is _UNTRACED:
@@ -319,23 +323,43 @@ class Materializer:
                 # The width actually offered this round: the batch's, if not given per request;
                 # unknown otherwise (the round then counts for accept_length only).
                 prop = [_count(batch_attrs.get(SpanAttr.NUM_STEPS, -1))] * n
+            if positions is not None:
+                positions = self._positions(positions, n)
             if keep is not None:  # requests without stats (or not needed) left out
                 acc = [acc[i] for i in keep]
                 prop = [prop[i] for i in keep]
+                if positions is not None:
+                    positions = [positions[i] for i in keep]
             if None in acc:  # counts out of range: only those requests' rounds are lost
                 good = [j for j, a in enumerate(acc) if a is not None]
                 self._invalid(len(acc) - len(good), f"accepted counts not in 0..{MAX_DRAFTS}")
                 stats = [stats[j] for j in good]
                 acc = [acc[j] for j in good]
                 prop = [prop[j] for j in good]
+                if positions is not None:
+                    positions = [positions[j] for j in good]
                 keys = tuple(map(_HANDLE, stats))
                 flags = _flags(stats)
         else:
-            acc = prop = None
+            acc = prop = positions = None
         if kind == END:
-            out.append((END, name, t0, keys, flags, acc, prop, batch_attrs))
+            out.append((END, name, t0, keys, flags, acc, prop, batch_attrs, positions))
         else:
-            out.append((SLICE, name, t0, t1, keys, flags, acc, prop, batch_attrs))
+            out.append((SLICE, name, t0, t1, keys, flags, acc, prop, batch_attrs, positions))
+
+    def _positions(self, values: Any, n: int) -> list | None:
+        """The engine's output offsets: n non-negative ints, else None (the round's offset then
+        follows from the rounds before) and counted."""
+        try:
+            if hasattr(values, "tolist"):
+                values = values.tolist()
+            out = [operator.index(v) for v in values]
+            if len(out) == n and (not out or min(out) >= 0):
+                return out
+        except TypeError:
+            pass
+        self._invalid(1, f"output offsets {values!r:.60} are not {n} non-negative integers")
+        return None
 
     def _finish(self, st: ReqTimeStats, ts: Any, how: dict, out: list) -> None:
         # A root is never dropped: bad times or attributes are replaced and counted.

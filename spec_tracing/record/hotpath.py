@@ -160,13 +160,17 @@ def record_batch_stage(
     accepted: Any = None,
     proposed: Any = None,
     attrs: dict | None = None,
+    output_offsets: Any = None,
 ) -> None:
     """Record that `stage` ran from start_ts to end_ts for every request in `reqs`.
 
     `reqs` holds engine request objects with our ReqTimeStats at `.time_stats` (or at
     `._spec_tracing`, None there for an untraced request), or bare ReqTimeStats. `accepted` and
     `proposed` are per-request counts (list, tuple or tensor) or one int for all; `attrs` are
-    attributes shared by the whole batch.
+    attributes shared by the whole batch. `output_offsets` (verify only, optional): per request,
+    how many output tokens it had before this round, from the engine's own count (exact where
+    some steps emit tokens without a verify round); without it each round's offset follows from
+    the rounds before.
     """
     if not LEVEL:
         return
@@ -178,12 +182,13 @@ def record_batch_stage(
         return
     batch = _batch(reqs)
     if batch is not None:
-        _push((SLICE, stage, start_ts, end_ts, batch, _freeze(accepted), _freeze(proposed), attrs))
+        event = (SLICE, stage, start_ts, end_ts, batch, _freeze(accepted), _freeze(proposed), attrs)
+        _push(event if output_offsets is None else event + (_freeze(output_offsets),))
 
 
 @_body_when_off(record_batch_stage)
 def _record_batch_stage_off(
-    reqs, stage, start_ts, end_ts, accepted=None, proposed=None, attrs=None
+    reqs, stage, start_ts, end_ts, accepted=None, proposed=None, attrs=None, output_offsets=None
 ) -> None:
     return
 

@@ -8,8 +8,8 @@ VLLM_APP_SPEC=none runs the same prompts without speculative decoding (the greed
 VLLM_APP_DYNAMIC=1 runs n-gram with vLLM's dynamic schedule (DYNAMIC) and requests of different
 lengths.
 It prints one line, RESULT and JSON: vLLM's own spec-decode counters, the tokens generated, and
-per request its output token ids and vLLM's per-step accepted/drafted counts
-(`per_request_spec_decode_metrics="detailed"`)."""
+per request its output token ids, its output length after each engine step, and vLLM's per-step
+accepted/drafted counts (`per_request_spec_decode_metrics="detailed"`)."""
 
 import json
 import os
@@ -127,14 +127,17 @@ def main() -> None:
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
         engine.add_request(f"req-{i}", prompt, params, trace_headers=headers)
     generated, requests = 0, {}
+    boundaries: dict = {}  # request id -> its output length after each engine step
     while engine.has_unfinished_requests():
         for out in engine.step():
+            boundaries.setdefault(out.request_id, []).append(len(out.outputs[0].token_ids))
             if out.finished:
                 completion = out.outputs[0]
                 generated += len(completion.token_ids)
                 metrics = getattr(completion, "spec_decode_metrics", None)
                 requests[out.request_id] = {
                     "token_ids": list(completion.token_ids),
+                    "steps": boundaries[out.request_id],
                     "accepted": list(getattr(metrics, "per_step_accepted", None) or []),
                     "drafted": list(getattr(metrics, "per_step_drafted", None) or []),
                 }

@@ -588,3 +588,27 @@ def test_stage_attributes_are_cleaned_per_event(spec_spans):
     got = [s.attributes["w"] for s in drafts]
     assert got == [1, 1, 2, True, 1.0]
     assert [type(v) for v in got] == [int, int, int, bool, float]
+
+
+def test_engine_output_offsets_are_exact_across_steps_without_a_round(spec_spans):
+    """An engine that emits tokens in steps without a verify round (an n-gram miss) passes its
+    own count of output tokens before each round: the verify spans' output offsets are those,
+    not the sum of the rounds before; a count that is not one gives the derived offset, counted
+    as bad input."""
+    a, b = ReqTimeStats(rid="a"), ReqTimeStats(rid="b")
+    t = time.perf_counter()
+    rounds = [([2, 0], [1, 1]), ([1, 1], [5, 3]), ([0, 2], None), ([1, 0], ["x", 7])]
+    for i, (accepted, before) in enumerate(rounds):
+        record_batch_stage([a, b], RequestStage.SPEC_VERIFY, t + i, t + i + 0.1, accepted, 3,
+                           output_offsets=before)  # fmt: skip
+    a.finish(ts=t + 10)
+    b.finish(ts=t + 10)
+    offsets = {}
+    for s in sorted(spec_spans.spans("spec_verify"), key=lambda s: s.start_time):
+        rid = next(r for r in spec_spans.roots() if r.context.span_id == s.parent.span_id)
+        offsets.setdefault(rid.attributes[SpanAttr.REQUEST_ID], []).append(
+            s.attributes[SpanAttr.OUTPUT_OFFSET]
+        )
+    # a: 1, then the engine's 5 (a miss after the first round), then 5 + 2 = 7, then 7 + 1 = 8
+    assert offsets == {"a": [1, 5, 7, 8], "b": [1, 3, 5, 8]}
+    assert spec_tracing.stats()["invalid_events"] == 1

@@ -43,9 +43,9 @@ from .step_times import (
 logger = logging.getLogger(__name__)
 
 _requests: dict[str, ReqTimeStats] = {}  # request id -> its trace state
-# The current step's verified requests (trace states, proposed, accepted), appended inside
-# vLLM's own per-request accounting loop.
-_round: tuple[list, list, list] | None = None
+# The current step's verified requests (trace states, proposed, accepted, output tokens before
+# the round), appended inside vLLM's own per-request accounting loop.
+_round: tuple[list, list, list, list] | None = None
 _ending: list | None = None  # requests freed during the current step
 _SCHEDULED = "_spec_tracing_scheduled"  # on SchedulerOutput: when schedule() returned
 # Rounds counted with no worker times before the self-check says so (a warm-up step or two may
@@ -144,7 +144,8 @@ def _make_spec_decoding_stats(original):
         request_id,
     ):
         if _round is not None:
-            _note_round(request_id, num_draft_tokens, num_accepted_tokens, num_invalid_spec_tokens)
+            _note_round(self, request_id, num_draft_tokens, num_accepted_tokens,
+                        num_invalid_spec_tokens)  # fmt: skip
         return original(
             self,
             spec_decoding_stats,
@@ -168,15 +169,21 @@ def parameters(fn) -> list:
     return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
-def _note_round(request_id, num_draft_tokens, num_accepted_tokens, num_invalid_spec_tokens):
+def _note_round(
+    scheduler, request_id, num_draft_tokens, num_accepted_tokens, num_invalid_spec_tokens
+):
     try:
         stats = _requests.get(request_id)
         if stats is not None:
-            reqs, proposed, accepted = _round
+            reqs, proposed, accepted, before = _round
             invalid = num_invalid_spec_tokens.get(request_id, 0) if num_invalid_spec_tokens else 0
             reqs.append(stats)
             proposed.append(num_draft_tokens - invalid)
             accepted.append(num_accepted_tokens)
+            # vLLM appends the round's tokens after this call: the output so far is where the
+            # round's first token goes, steps without drafts (n-gram misses) included.
+            request = scheduler.requests.get(request_id)
+            before.append(None if request is None else request.num_output_tokens)
     except Exception:
         logger.debug("spec-tracing: acceptance not recorded", exc_info=True)
 
@@ -195,7 +202,7 @@ def _update_from_output(wrapped, instance, args, kwargs):
     if hotpath.LEVEL < 2:
         return wrapped(*args, **kwargs)
     received = perf_counter()
-    _round, _ending = ([], [], []), []
+    _round, _ending = ([], [], [], []), []
     try:
         result = wrapped(*args, **kwargs)
     finally:
@@ -267,7 +274,9 @@ def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
     if width:
         attrs[SpanAttr.NUM_STEPS] = width
     attrs, draft_attrs = _widths(config, scheduled, output, attrs)
-    reqs, proposed, accepted = rounds
+    reqs, proposed, accepted, before = rounds
+    if None in before:  # a request vLLM no longer held: offsets follow from the rounds
+        before = None
     if reqs:
         health["rounds"] += 1
         if times is not None and times[VERIFY_END] is not None:
@@ -279,7 +288,7 @@ def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
             health["scheduler_timed_rounds"] += 1
             _check_dark(scheduler)
         hotpath.record_batch_stage(
-            reqs, RequestStage.SPEC_VERIFY, start, end, accepted, proposed, attrs
+            reqs, RequestStage.SPEC_VERIFY, start, end, accepted, proposed, attrs, before
         )
     if times is None:
         return
