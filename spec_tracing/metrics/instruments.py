@@ -29,6 +29,7 @@ class MetricName:
     EMITTED = "spec_decode.emitted_tokens"
     ACCEPTED_PER_POSITION = "spec_decode.accepted_per_position"
     STEPS_BY_WIDTH = "spec_decode.steps_by_width"
+    WIDTH_CHANGES = "spec_decode.width_changes"
     OFFERED_PER_POSITION = "spec_decode.offered_per_position"
     REACHED_PER_POSITION = "spec_decode.reached_per_position"
     ROUNDS_BY_ACCEPTED = "spec_decode.rounds_by_accepted"
@@ -96,6 +97,10 @@ class SpecMetrics:
             # accepted / offered (unconditional), accepted / reached (given the earlier ones).
             (MetricName.STEPS_BY_WIDTH, "{step}",
              "Verify batches by the draft width they ran with (attribute width)"),
+            # Every change, however short-lived: the num_steps gauge, read once a scrape,
+            # misses a width that flips and flips back between two scrapes.
+            (MetricName.WIDTH_CHANGES, "{change}",
+             "Changes of a worker's draft width from one verify batch to the next"),
             (MetricName.OFFERED_PER_POSITION, "{round}",
              "Verify rounds that offered a draft at this position (attribute position, 0-based)"),
             (MetricName.REACHED_PER_POSITION, "{round}",
@@ -235,6 +240,10 @@ class SpecMetrics:
                 series = totals[MetricName.STEPS_BY_WIDTH]
                 key = keys.of("width", self._bounded("width", width))
                 series[key] = series.get(key, 0) + 1
+                if keys.width is not None and keys.width != width:
+                    series = totals[MetricName.WIDTH_CHANGES]
+                    series[base] = series.get(base, 0) + 1
+                keys.width = width
             for name, counts in ((MetricName.OFFERED_PER_POSITION, offered.offered),
                                  (MetricName.REACHED_PER_POSITION, offered.reached)):  # fmt: skip
                 series = totals[name]
@@ -332,6 +341,7 @@ class _SeriesKeys:
     def __init__(self, base: tuple):
         self.base = base
         self._made: dict[tuple, tuple] = {}
+        self.width: int | None = None  # the draft width of the worker's last verify batch
 
     def of(self, label: str, value) -> tuple:
         key = self._made.get((label, value))

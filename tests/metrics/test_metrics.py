@@ -395,3 +395,14 @@ def test_the_summary_shows_acceptance_by_offered_and_reached_position():
     assert "1: 0.600 of 5, 0.600 of 5" in text
     assert "2: 0.400 of 5, 0.667 of 3" in text
     assert "3: 0.500 of 2, 1.000 of 1" in text
+
+
+def test_every_change_of_width_is_counted(reader):
+    """A width flipping between verify batches is counted each time, per worker, however
+    short-lived (the num_steps gauge keeps only the last value)."""
+    r = Req("w")
+    for width in (2, 4, 2, 2, 4, 4, 0):
+        verify_round([r], [0], [width], width=width)
+    t = totals(reader)
+    assert t[(MetricName.WIDTH_CHANGES, ())] == 4  # 2->4, 4->2, 2->4, 4->0
+    assert t[(MetricName.NUM_STEPS, ())] == 0
