@@ -32,19 +32,10 @@ class Acceptance:
     def accept_length(self) -> float | None:
         return (self.accepted + self.rounds) / self.rounds if self.rounds else None
 
-    def as_dict(self) -> dict:
-        return {
-            "accept_rate": self.accept_rate,
-            "accept_length": self.accept_length,
-            "accepted_drafts": self.accepted,
-            "proposed_drafts": self.proposed,
-            "verify_rounds": self.rounds,
-        }
-
 
 def add_rounds(acceptances, accepted, proposed) -> list[int]:
     """One verify round each: acceptances[i] gets accepted[i] of proposed[i] (None: unknown).
-    A batch's rounds in one loop: the recorder adds a whole verify batch at once, without a
+    A batch's rounds in one loop: the signals stage adds a whole verify batch at once, without a
     method call per request. Returns where each round's tokens start in its request's output."""
     offsets = []
     offset_of = offsets.append

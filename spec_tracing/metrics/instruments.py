@@ -137,7 +137,7 @@ class SpecMetrics:
         # (tests/metrics/test_metrics.py::test_label_values_are_bounded).
         self._label_values: dict[str, set] = {}
         self.capped_labels = 0
-        # Per request, recorded when it ends (the recorder's thread), each with an exemplar
+        # Per request, recorded when it ends (where spans are assembled), each with an exemplar
         # that carries the request's trace and root span ids: from an outlier bucket to its
         # trace. Bucket boundaries: fractions in tenths; GenAI's as its conventions advise.
         tenths = [i / 10 for i in range(11)]
@@ -189,8 +189,8 @@ class SpecMetrics:
 
     def record_verify(self, accepted: list[int], proposed: list, batch_attrs: dict) -> None:
         """One verify event: per-request accepted and proposed drafts (None: unknown, the
-        round then counts for accept_length only) of the same batch. Runs on the recorder's
-        thread once per verify batch: series keys are built once per worker and count."""
+        round then counts for accept_length only) of the same batch. Runs where spans are
+        assembled, once per verify batch: series keys are built once per worker and count."""
         worker = batch_attrs.get(SpanAttr.WORKER)
         if worker is not None:
             worker = self._bounded("worker", str(worker))
