@@ -167,7 +167,8 @@ def record_batch_stage(
     `reqs` holds engine request objects with our ReqTimeStats at `.time_stats` (or at
     `._spec_tracing`, None there for an untraced request), or bare ReqTimeStats. `accepted` and
     `proposed` are per-request counts (list, tuple or tensor) or one int for all; `attrs` are
-    attributes shared by the whole batch. `output_offsets` (verify only, optional): per request,
+    attributes shared by the whole batch (kept by reference and read off this thread: pass a
+    dict you do not change afterwards). `output_offsets` (verify only, optional): per request,
     how many output tokens it had before this round, from the engine's own count (exact where
     some steps emit tokens without a verify round); without it each round's offset follows from
     the rounds before.
@@ -200,7 +201,8 @@ def set_time_batch(
     attrs: dict | None = None,
 ) -> None:
     """Apply a ReqTimeStats setter to a batch: the method (`ReqTimeStats.set_spec_draft_start_time`)
-    or its name (`"set_spec_draft_start_time"`, as SGLang calls it). `attrs` go on the spans.
+    or its name (`"set_spec_draft_start_time"`, as SGLang calls it). `attrs` go on the spans
+    (kept by reference and read off this thread: pass a dict you do not change afterwards).
 
     One timestamp serves the whole batch. With tracing off and trace_only=True this returns after
     one flag read. With trace_only=False and tracing off, each request's `last_times` is still
