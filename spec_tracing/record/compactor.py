@@ -161,6 +161,11 @@ def _flags(stats: list) -> tuple | None:
     return tuple([flag or (True, 1) for flag in flags]) if any(flags) else None
 
 
+def _shipped(stats: list) -> tuple:
+    """What a compact event names these requests by: (keys, flags) (wire.py)."""
+    return tuple(map(_HANDLE, stats)), _flags(stats)
+
+
 class Materializer:
     """The recorder's consumer: engine events in, compact events (wire.py) out to `deliver`.
     What stays here is what must stay in the engine's process: resolving requests, checking
@@ -232,14 +237,14 @@ class Materializer:
                     found.append(st)
                     keep.append(i)
             stats = found
-        flags = _flags(stats)
+        keys, flags = _shipped(stats)
         if flags is not None and not self.metrics:
             # Without metrics an unsampled request needs nothing shipped: no root, no steps.
             sampled = [i for i, (s, _) in enumerate(flags) if s]
             keep = sampled if keep is None else [keep[i] for i in sampled]
             stats = [stats[i] for i in sampled]
-            flags = _flags(stats)
-        resolved = (stats, keep, missing, tuple(map(_HANDLE, stats)), flags)
+            keys, flags = _shipped(stats)
+        resolved = (stats, keep, missing, keys, flags)
         self._last = (reqs, resolved)
         return resolved
 
@@ -338,8 +343,7 @@ class Materializer:
                 prop = [prop[j] for j in good]
                 if positions is not None:
                     positions = [positions[j] for j in good]
-                keys = tuple(map(_HANDLE, stats))
-                flags = _flags(stats)
+                keys, flags = _shipped(stats)
         else:
             acc = prop = positions = None
         if kind == END:

@@ -256,15 +256,19 @@ def _widths(config, scheduled, output, attrs: dict) -> tuple[dict, dict]:
         most = getattr(config, "num_speculative_tokens", None) or width
         ranges = sorted(tuple(int(x) for x in r) for r in schedule)
         slot = max((lo for lo, _, _ in ranges if lo <= batch_size), default=ranges[0][0])
-        batch = [stats for stats in map(_requests.get, output.req_ids) if stats is not None]
         at = getattr(scheduled, _SCHEDULED, None) or perf_counter()
-        hotpath.record_batch_stage(batch, RequestStage.SPEC_ADAPT, at, at, attrs={
+        hotpath.record_batch_stage(_step_requests(output), RequestStage.SPEC_ADAPT, at, at, attrs={
             SpanAttr.ADAPT_OLD_WIDTH: before,
             SpanAttr.ADAPT_NEW_WIDTH: width,
             SpanAttr.ADAPT_SLOT: slot,
             SpanAttr.ADAPT_CANDIDATES: sorted({min(most, k) for _, _, k in ranges}),
         })  # fmt: skip
     return {**attrs, SpanAttr.NUM_STEPS: before}, draft
+
+
+def _step_requests(output) -> list:
+    """The trace states of the requests the step ran."""
+    return [stats for stats in map(_requests.get, output.req_ids) if stats is not None]
 
 
 def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
@@ -293,7 +297,7 @@ def _record_step(scheduler, output, times, rounds, scheduled, received) -> None:
     if times is None:
         return
     if times[EXTEND_START] is not None or times[DRAFT_START] is not None:
-        batch = [stats for stats in map(_requests.get, output.req_ids) if stats is not None]
+        batch = _step_requests(output)
         if times[EXTEND_START] is not None:
             hotpath.record_batch_stage(
                 batch, RequestStage.SPEC_DRAFT_EXTEND, times[EXTEND_START], times[EXTEND_END],
