@@ -162,13 +162,15 @@ SPEC_VARS: tuple[Var, ...] = (
     Var(
         "SPEC_TRACING_DRAIN_INTERVAL_MS",
         "drain_interval_ms",
-        250,
+        1000,
         _int_in(1, 10000),
         "How often the recorder thread empties the hot-path buffer (flush() empties it at once; "
         "an engine that ends requests in a process that may be killed next asks for a drain "
-        "when a request ends). Each wake holds the engine process's interpreter lock a while "
-        "whatever it finds, so fewer, larger drains cost the engine less (benchmark 3b: 100 ms "
-        "took 1.6x the recorder CPU of 250 ms).",
+        "when a request ends, at most one every 50 ms). Each wake holds the engine process's "
+        "interpreter lock a while whatever it finds, so fewer, larger drains cost the engine "
+        "less (benchmark 3b: 250 ms took 1.8x the plugin CPU of 1000 ms). Events of the last "
+        "interval before a kill (SIGKILL) are lost; the buffer must hold one interval's events "
+        "(SPEC_TRACING_QUEUE_SIZE).",
     ),
     Var(
         "SPEC_TRACING_EXPORT_PROCESS",
@@ -535,7 +537,7 @@ class Settings:
     exporter: str = "otlp"
     file: str = "spec-traces.jsonl"
     queue_size: int = 65536
-    drain_interval_ms: int = 250
+    drain_interval_ms: int = 1000
     shutdown_timeout_ms: int = 5000
     export_process: bool = True
     export_queue_spans: int = 262144

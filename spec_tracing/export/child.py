@@ -8,11 +8,11 @@ import logging
 import pickle
 import threading
 import time
-from collections import deque
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from ..wire import ROOT_RECORD, record_span_count
+from .buffer import SpanBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -36,18 +36,12 @@ class Writer:
     def __init__(self, exporter, encode, build, capacity: int, on_loss=None):
         self.on_loss = on_loss  # called (from any thread) when drops or failures grow
         self.exporter, self.encode, self.build = exporter, encode, build
-        self.capacity = capacity
-        self.queue: deque = deque()
-        self.queued = 0  # spans waiting
-        self.in_flight = 0  # spans being exported, all threads
+        self.buffer = SpanBuffer(capacity)
         self.exported = 0
-        self.dropped = 0
         self.failed = 0  # spans whose export the exporter reported failed
         self.failing = False
         self._warned_at = -1e9  # when "export failing" was last said
         self._warned_failing = False  # it was said for the outage in progress
-        self.cond = threading.Condition()
-        self.stopping = False
         self._start_threads()
 
     def _start_threads(self) -> None:
@@ -61,19 +55,23 @@ class Writer:
     def after_fork_in_child(self) -> None:
         """In a forked child (exporting in the engine's process): the parent's threads are not
         here, its queue is the parent's to export; this process starts with its own."""
-        self.cond = threading.Condition()
-        self.queue = deque()
-        self.queued = self.in_flight = self.exported = self.dropped = self.failed = 0
-        self.failing = self.stopping = False
+        self.buffer.after_fork()
+        self.exported = self.failed = 0
+        self.failing = False
         self._start_threads()
+
+    @property
+    def dropped(self) -> int:
+        return self.buffer.dropped
 
     @property
     def left_unexported(self) -> int:
         """Spans a stopped Writer will never export: counted lost (0 while running)."""
-        return self.queued + self.in_flight if self.stopping else 0
+        buffer = self.buffer
+        return buffer.lost + buffer.in_flight if buffer.closed else 0
 
     def put(self, records: list) -> None:
-        if sum(map(record_span_count, records)) > self.capacity - self.queued:
+        if sum(map(record_span_count, records)) > self.buffer.room():
             # More than fits: roots first, in chunks of their own, so that what is dropped is
             # steps (tests/export/test_resilience.py::test_a_drain_larger_than_the_queue_*).
             self._put_chunks([r for r in records if r[0] == ROOT_RECORD])
@@ -97,48 +95,28 @@ class Writer:
             self._put_chunk(chunk, count)
 
     def _put_chunk(self, records: list, count: int) -> None:
-        # Read without the lock: it only picks the form a chunk waits in, and pickling a chunk
-        # (a few ms) must not hold up the export threads.
-        if self.PACK_ABOVE_SPANS <= self.queued <= self.capacity - count:
+        # The buffer's fill is read without its lock: it only picks the form a chunk waits in,
+        # and pickling a chunk (a few ms) must not hold up the export threads.
+        buffer = self.buffer
+        if self.PACK_ABOVE_SPANS <= buffer.queued <= buffer.capacity - count:
             records = pickle.dumps(records, pickle.HIGHEST_PROTOCOL)
-        with self.cond:
-            if self.queued + count > self.capacity:
-                self.dropped += count
-                if self.dropped == count:
-                    logger.warning(
-                        "spec-tracing exporter: export is behind; dropping spans (counted)"
-                    )
-            else:
-                self.queue.append((records, count))
-                self.queued += count
-                self.cond.notify()
-                return
+        if buffer.put(records, count):
+            return
+        if buffer.dropped == count:
+            logger.warning("spec-tracing exporter: export is behind; dropping spans (counted)")
         if self.on_loss is not None:
             self.on_loss()
 
-    def _take(self) -> tuple[list, int]:
-        with self.cond:
-            while not self.queue and not self.stopping:
-                self.cond.wait()
-            if self.stopping:  # stop's time is up: what is still queued is not exported
-                return [], 0
-            chunks, count = [], 0
-            while self.queue and (not count or count + self.queue[0][1] <= self.BATCH_SPANS):
-                chunk, n = self.queue.popleft()
-                chunks.append(chunk)
-                count += n
-            self.queued -= count
-            self.in_flight += count
-        records: list = []
-        for chunk in chunks:
-            records.extend(pickle.loads(chunk) if type(chunk) is bytes else chunk)
-        return records, count
-
     def _run(self) -> None:
         while True:
-            records, count = self._take()
-            if not count and self.stopping:
+            taken = self.buffer.take(self.BATCH_SPANS)
+            if not taken:  # closed: stop's time is up, what is still queued is not exported
                 return
+            records: list = []
+            count = 0
+            for chunk, n in taken:
+                records.extend(pickle.loads(chunk) if type(chunk) is bytes else chunk)
+                count += n
             try:
                 failed = self._export(records, count)
             except Exception as exc:
@@ -147,11 +125,10 @@ class Writer:
                 why = "the collector did not accept it"
             ok = not failed
             self._note_outcome(ok, why)
-            with self.cond:
-                self.in_flight -= count
+            with self.buffer.cond:  # counted before done(): a flush that returns sees them
                 self.exported += count - failed
                 self.failed += failed
-                self.cond.notify_all()
+                self.buffer.done(count)
             if not ok and self.on_loss is not None:
                 self.on_loss()
 
@@ -190,21 +167,12 @@ class Writer:
         return failed
 
     def flush(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self.cond:
-            while self.queue or self.in_flight:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-        return True
+        return self.buffer.wait_empty(timeout_s)
 
     def abandon(self) -> None:
         """Stop without waiting: what is queued or in flight, and what is put from here on, is
         left unexported (counted lost by its owner through left_unexported)."""
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
+        self.buffer.close()
 
     def stop(self, timeout_s: float) -> None:
         """Export what is queued within `timeout_s` in all (flush, then the threads' last
@@ -212,9 +180,7 @@ class Writer:
         counts what was never reported on as lost."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         self.flush(timeout_s)
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
+        self.buffer.close()
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 

@@ -36,7 +36,6 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
 from multiprocessing.connection import Connection
 
 from ..ledger import REPORTED_BY_EXPORTER
@@ -52,6 +51,7 @@ from ..wire import (
     STOPPED,
     compact_span_count,
 )  # fmt: skip
+from .buffer import SpanBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -154,16 +154,13 @@ class ExportProcess:
         self._read_lock = threading.Lock()
         self.counts: dict = {}  # exported/dropped/failed spans, as last reported by the child
         self.sent_spans = 0  # spans in batches written to the pipe
-        self.dropped_spans = 0  # refused here: the pipe was behind by more than the bound
-        self.unsent_spans = 0  # in batches the pipe refused (the child is gone)
+        self._refused_spans = 0  # left out of a drain here: did not fit, or not picklable
+        self._send_failed_spans = 0  # in the batch whose write failed (the child is gone)
         # Set once shutdown or kill has ended the child: from then on, spans it never reported
         # on (unaccounted) were not exported, and are counted as lost.
         self.finished = False
-        self._queue_spans = queue_spans
-        self._pending: deque = deque()  # (payload bytes, spans)
-        self._pending_spans = 0
-        self._cond = threading.Condition()
-        self._closed = False
+        # Pickled drains waiting for the sender thread, bounded in spans.
+        self._buffer = SpanBuffer(queue_spans)
         self._sender = threading.Thread(
             target=self._send_loop, name="spec-tracing-send", daemon=True
         )
@@ -177,52 +174,40 @@ class ExportProcess:
     # --- the sender thread: the only one that may block on the pipe ---------------------------
 
     def _enqueue(self, payload: bytes, spans: int, control: bool = False) -> bool:
-        with self._cond:
-            if self._closed:
-                self.unsent_spans += spans
-                return False
-            if not control and self._pending_spans + spans > self._queue_spans:
-                self.dropped_spans += spans
-                return False
-            self._pending.append((payload, spans))
-            self._pending_spans += spans
-            self._cond.notify()
-            return True
+        return self._buffer.put(payload, spans, bounded=not control)
 
     def _send_loop(self) -> None:
         while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                payload, spans = self._pending.popleft()
-            try:
-                self._out.send_bytes(payload)
-                ok = True
-            except Exception:  # the pipe is gone or was closed under us (shutdown, kill)
-                ok = False
-            with self._cond:
-                self._pending_spans -= spans
-                if ok:
-                    self.sent_spans += spans
-                else:
-                    self.unsent_spans += spans
-                    self._closed = True
-                    self.unsent_spans += self._pending_spans
-                    self._pending.clear()
-                    self._pending_spans = 0
-                self._cond.notify_all()
+            taken = self._buffer.take()  # a drain, and the control messages right behind it
+            if not taken:  # closed
+                return
+            sent = 0
+            failed = False
+            for payload, spans in taken:
+                try:
+                    self._out.send_bytes(payload)
+                except Exception:  # the pipe is gone or was closed under us (shutdown, kill)
+                    failed = True
+                    break
+                sent += spans
+            total = sum([spans for _, spans in taken])
+            with self._buffer.cond:  # counted before done(): a drained sender has counted all
+                self.sent_spans += sent
+                if failed:
+                    self._send_failed_spans += total - sent
+                    self._buffer.close()  # what waits is counted lost (unsent) there
+                self._buffer.done(total)
 
-    def _drained(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+    @property
+    def dropped_spans(self) -> int:
+        """Spans refused in this process: past the bound of what waits for the pipe."""
+        return self._refused_spans + self._buffer.dropped
+
+    @property
+    def unsent_spans(self) -> int:
+        """Spans in batches the pipe refused or that waited when it closed (the child is gone
+        or was shut down)."""
+        return self._send_failed_spans + self._buffer.lost
 
     # --- the recorder's side ------------------------------------------------------------------
 
@@ -232,10 +217,10 @@ class ExportProcess:
             self._sent_counts = dict(engine_counts)
             self._enqueue(pickle.dumps((ENGINE_COUNTS, self._sent_counts)), 0, control=True)
         spans = span_count(events)
-        room = self._queue_spans - self._pending_spans  # only this thread adds spans to it
+        room = self._buffer.room()  # only this thread adds spans to it
         if spans > room:  # keep what fits, roots first, rather than nothing
             events, dropped = fit(events, max(room, 0))
-            self.dropped_spans += dropped
+            self._refused_spans += dropped
             spans -= dropped
         try:
             payload = pickle.dumps(events, pickle.HIGHEST_PROTOCOL)
@@ -246,7 +231,7 @@ class ExportProcess:
                     pickle.dumps(event)
                     keep.append(event)
                 except Exception:
-                    self.dropped_spans += span_count([event])
+                    self._refused_spans += span_count([event])
             spans, payload = span_count(keep), pickle.dumps(keep, pickle.HIGHEST_PROTOCOL)
         self._enqueue(payload, spans)
         self._read_updates(0.0)
@@ -303,12 +288,7 @@ class ExportProcess:
         self.finished = True
 
     def _close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self.unsent_spans += self._pending_spans
-            self._pending.clear()
-            self._pending_spans = 0
-            self._cond.notify_all()
+        self._buffer.close()  # what waited to be sent is counted unsent
         for conn in (self._out, self._in):
             try:
                 conn.close()
@@ -319,9 +299,9 @@ class ExportProcess:
         # Right after fork, in the child: its copies of the pipe ends are closed at once. A
         # forked worker that never traces otherwise held the write end open, and a detached
         # exporter whose engine was SIGKILLed never saw the pipe end and never exited. The
-        # condition is new too: the parent's sender thread may have held its lock at the fork.
-        self._cond = threading.Condition()
-        self._closed = True
+        # buffer is new too: the parent's sender thread may have held its lock at the fork.
+        self._buffer.after_fork()
+        self._buffer.close()
         for conn in (self._out, self._in):
             try:
                 conn.close()
@@ -347,7 +327,7 @@ class ExportProcess:
                 if mask & _PIPE_ENDED:
                     self._pipe_ended = True
         now = time.monotonic()
-        if not (self._closed or self._pipe_ended) and now < self._next_liveness_check:
+        if not (self._buffer.closed or self._pipe_ended) and now < self._next_liveness_check:
             return True
         self._next_liveness_check = now + 1.0
         return self._proc.poll() is None

@@ -137,7 +137,7 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
                 _, timeout_ms, request = message
                 budget = timeout_ms / 1000
                 stop(budget - min(0.25, budget / 5))  # time left to reply
-                reply((STOPPED, counts(), not writer.queue, request))
+                reply((STOPPED, counts(), not writer.left_unexported, request))
                 break
     finally:
         if writer.exporter is not None:

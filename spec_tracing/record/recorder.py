@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from collections.abc import Callable
 from . import hotpath
 
 logger = logging.getLogger(__name__)
+
+# The shortest time between two of the thread's drains: drain_soon() wakes it at most this often.
+# An engine that ends a request in nearly every step under load asks for a drain every step,
+# and each drain has a fixed cost (tests/record/test_recorder.py::test_drain_soon_is_rate_limited).
+MIN_DRAIN_GAP_S = 0.05
 
 
 class Recorder:
@@ -62,6 +68,8 @@ class Recorder:
             self._wake.clear()
             with self._lock:
                 self._drain()
+            if not self._stopped:
+                time.sleep(min(MIN_DRAIN_GAP_S, self.interval_s))
 
     def _drain(self) -> None:
         queue = self.queue
@@ -81,7 +89,8 @@ class Recorder:
     def drain_soon(self) -> None:
         """Drain now rather than at the next interval, without waiting for it (an Event.set:
         safe on the engine's thread). For engines whose processes can be killed right after a
-        request ends: its root leaves this process within milliseconds, not 100 ms."""
+        request ends: its root leaves this process within MIN_DRAIN_GAP_S, not at the next
+        interval."""
         self._wake.set()
 
     def flush(self, timeout_s: float) -> bool:

@@ -48,13 +48,13 @@ def test_chunks_wait_pickled_past_the_threshold_and_come_out_whole():
     assert exporter.taken.wait(30)  # the first chunk is with the (held) exporter: a loaded
     for record in sent[1:]:  # machine could otherwise pack it before a thread took it
         writer.put([record])
-    with writer.cond:
-        kinds = [type(chunk) for chunk, _ in writer.queue]
+    with writer.buffer.cond:
+        kinds = [type(chunk) for chunk, _ in writer.buffer.items]
     # The first chunk may already be with the (held) exporter; the rest wait, the later ones packed.
     assert bytes in kinds and list in kinds
     assert kinds.index(bytes) > 0 and all(k is bytes for k in kinds[kinds.index(bytes) :])
-    packed = sum(len(chunk) for chunk, _ in writer.queue if type(chunk) is bytes)
-    as_objects = sum(len(pickle.dumps(c)) for c, _ in writer.queue if type(c) is list)
+    packed = sum(len(chunk) for chunk, _ in writer.buffer.items if type(chunk) is bytes)
+    as_objects = sum(len(pickle.dumps(c)) for c, _ in writer.buffer.items if type(c) is list)
     assert packed and as_objects  # both forms present, sizes computed from the real queue
 
     exporter.release.set()

@@ -1,11 +1,12 @@
 """The recorder's own accounting: what shutdown could not drain in time is counted, not lost."""
 
 import threading
+import time
 
 import pytest
 
 from spec_tracing.record import hotpath
-from spec_tracing.record.recorder import Recorder
+from spec_tracing.record.recorder import MIN_DRAIN_GAP_S, Recorder
 
 
 def test_events_still_buffered_when_shutdown_runs_out_of_time_are_counted():
@@ -29,6 +30,26 @@ def test_events_still_buffered_when_shutdown_runs_out_of_time_are_counted():
         hotpath._deactivate()
     recorder._thread.join(30)
     assert consumed[:1] == ["first"]
+
+
+def test_drain_soon_is_rate_limited():
+    """An engine that asks for a drain at every step gets one at most every MIN_DRAIN_GAP_S; the
+    asks still drain long before the interval (10 s here) would."""
+    drains: list[float] = []
+    recorder = Recorder(lambda events: drains.append(time.monotonic()), capacity=10_000,
+                        level=2, interval_s=10.0)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while len(drains) < 4 and time.monotonic() < deadline:
+            recorder.queue.append("step")
+            recorder.drain_soon()
+            time.sleep(0.001)
+    finally:
+        recorder.shutdown(1.0)
+        hotpath._deactivate()
+    assert len(drains) >= 4
+    gaps = [b - a for a, b in zip(drains[:3], drains[1:4], strict=True)]
+    assert min(gaps) >= MIN_DRAIN_GAP_S * 0.99, gaps
 
 
 @pytest.mark.parametrize("level", [1, 2])
