@@ -156,21 +156,21 @@ SPEC_VARS: tuple[Var, ...] = (
         "queue_size",
         65536,
         _int_in(1, None),
-        "Bound of the hot-path buffer, in batch events (one per batch and stage). When full, new "
-        "events are dropped and counted; the engine is never blocked.",
+        "Bound of the hot-path buffer, in batch events (one per batch and stage). The recorder "
+        "drains it from 512 events on; past the bound (an engine faster than the recorder "
+        "thread), new events are dropped and counted; the engine is never blocked.",
     ),
     Var(
         "SPEC_TRACING_DRAIN_INTERVAL_MS",
         "drain_interval_ms",
         1000,
         _int_in(1, 10000),
-        "How often the recorder thread empties the hot-path buffer (flush() empties it at once; "
-        "an engine that ends requests in a process that may be killed next asks for a drain "
-        "when a request ends, at most one every 50 ms). Each wake holds the engine process's "
-        "interpreter lock a while whatever it finds, so fewer, larger drains cost the engine "
-        "less (benchmark 3b: 250 ms took 1.8x the plugin CPU of 1000 ms). Events of the last "
-        "interval before a kill (SIGKILL) are lost; the buffer must hold one interval's events "
-        "(SPEC_TRACING_QUEUE_SIZE).",
+        "How often the recorder thread empties the hot-path buffer. It also drains as soon as "
+        "512 events wait, on flush(), and when an engine that ends requests in a process that "
+        "may be killed next asks on a request's end; never twice within 50 ms. Each wake holds "
+        "the engine process's interpreter lock a while whatever it finds, so fewer, larger "
+        "drains cost the engine less (benchmark 3b: 250 ms took 1.6-1.9x the plugin CPU of "
+        "1000 ms). Events of the last interval before a kill (SIGKILL) are lost.",
     ),
     Var(
         "SPEC_TRACING_EXPORT_PROCESS",

@@ -25,7 +25,11 @@ from ..wire import END, SLICE
 LEVEL = 0  # current trace level; 0 means tracing is off
 _requested_level = 3  # what set_trace_level asked for; applied while tracing is enabled
 _queue: deque = deque()
-_capacity = 0
+_capacity = 0  # the buffer's bound (SPEC_TRACING_QUEUE_SIZE) while enabled; 0: off
+# Below this many buffered events an append is all the hot path does; at it, the recorder is
+# woken to drain early (record/recorder.py DRAIN_AT_EVENTS), past _capacity events are dropped.
+_drain_at = 0
+_wake: Callable[[], None] | None = None  # the recorder's drain_soon while enabled
 _VERIFY = RequestStage.SPEC_VERIFY
 SINK = None  # the materializer's span sink while enabled (sampling decisions need it)
 dropped = 0  # events refused because the buffer was full (read by metrics and stats())
@@ -36,9 +40,22 @@ SETTERS: dict[str, tuple[int, StageConfig]] = {}
 
 
 def _push(event: tuple) -> None:
-    global dropped
-    if len(_queue) < _capacity:
+    if len(_queue) < _drain_at:
         _queue.append(event)
+    else:
+        _push_past_drain_at(event)
+
+
+def _push_past_drain_at(event: tuple) -> None:
+    # The buffer holds _drain_at events or more: the one that reaches it wakes the recorder
+    # (a drain of one interval would otherwise outgrow the exporter's queue on a busy engine:
+    # tests/record/test_recorder.py::test_a_filling_buffer_is_drained_before_the_interval).
+    global dropped
+    n = len(_queue)
+    if n < _capacity:
+        _queue.append(event)
+        if n == _drain_at and _wake is not None:
+            _wake()
     else:
         dropped += 1
 
@@ -140,16 +157,21 @@ def get_global_tracing_enabled() -> bool:
     return LEVEL > 0
 
 
-def _activate(queue: deque, capacity: int, level: int) -> None:
-    global _queue, _capacity, _requested_level
+def _activate(
+    queue: deque, capacity: int, level: int, drain_at: int | None = None, wake=None
+) -> None:
+    global _queue, _capacity, _drain_at, _wake, _requested_level
     _queue, _capacity, _requested_level = queue, capacity, level
+    _drain_at = capacity if drain_at is None else min(drain_at, capacity)
+    _wake = wake
     _set_level(level)
 
 
 def _deactivate() -> None:
-    global _capacity
+    global _capacity, _drain_at, _wake
     _set_level(0)
-    _capacity = 0
+    _capacity = _drain_at = 0
+    _wake = None
 
 
 def record_batch_stage(
@@ -324,10 +346,10 @@ def make_stage_core(
         except Exception:  # a getter that cannot be read: the stage without counts, counted
             invalid += len(reqs)
             event = (SLICE, stage, t0, t1, reqs, None, None, None)
-        if len(_queue) < _capacity:  # _push, inlined
+        if len(_queue) < _drain_at:  # _push, inlined
             _queue.append(event)
         else:
-            dropped += 1
+            _push_past_drain_at(event)
         return result
 
     return core

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from spec_tracing.record import hotpath
-from spec_tracing.record.recorder import MIN_DRAIN_GAP_S, Recorder
+from spec_tracing.record.recorder import DRAIN_AT_EVENTS, MIN_DRAIN_GAP_S, Recorder
 
 
 def test_events_still_buffered_when_shutdown_runs_out_of_time_are_counted():
@@ -50,6 +50,33 @@ def test_drain_soon_is_rate_limited():
     assert len(drains) >= 4
     gaps = [b - a for a, b in zip(drains[:3], drains[1:4], strict=True)]
     assert min(gaps) >= MIN_DRAIN_GAP_S * 0.99, gaps
+
+
+def test_a_filling_buffer_is_drained_before_the_interval():
+    """The append that makes DRAIN_AT_EVENTS wait wakes the recorder: a busy engine's drain stays
+    that size whatever the interval (an interval's worth at 300k spans/s outgrew the exporter's
+    queue), while a quiet engine's events wait for the interval."""
+    drained = threading.Event()
+    sizes: list[int] = []
+
+    def consume(events):
+        sizes.append(len(events))
+        drained.set()
+
+    recorder = Recorder(consume, capacity=10_000, level=2, interval_s=3600.0)
+    dropped_before = hotpath.dropped
+    try:
+        for _ in range(DRAIN_AT_EVENTS - 1):
+            hotpath._push(("step",))
+        assert not drained.wait(0.2)  # below the mark: left for the interval
+        hotpath._push(("step",))
+        hotpath._push(("step",))  # the one that finds DRAIN_AT_EVENTS waiting wakes it
+        assert drained.wait(30)  # long before the hour's interval
+        assert sum(sizes) >= DRAIN_AT_EVENTS
+        assert hotpath.dropped == dropped_before
+    finally:
+        recorder.shutdown(1.0)
+        hotpath._deactivate()
 
 
 @pytest.mark.parametrize("level", [1, 2])
