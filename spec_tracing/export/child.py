@@ -11,6 +11,7 @@ import time
 
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from ..threadname import name_this_thread
 from ..wire import ROOT_RECORD, record_span_count
 from .buffer import SpanBuffer
 
@@ -108,6 +109,7 @@ class Writer:
             self.on_loss()
 
     def _run(self) -> None:
+        name_this_thread(threading.current_thread().name)
         while True:
             taken = self.buffer.take(self.BATCH_SPANS)
             if not taken:  # closed: stop's time is up, what is still queued is not exported

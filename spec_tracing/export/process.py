@@ -39,6 +39,7 @@ import weakref
 from multiprocessing.connection import Connection
 
 from ..ledger import REPORTED_BY_EXPORTER
+from ..threadname import name_this_thread
 from ..wire import (
     END,
     ENGINE_COUNTS,
@@ -177,6 +178,7 @@ class ExportProcess:
         return self._buffer.put(payload, spans, bounded=not control)
 
     def _send_loop(self) -> None:
+        name_this_thread("spec-tracing-send")
         while True:
             taken = self._buffer.take()  # a drain, and the control messages right behind it
             if not taken:  # closed

@@ -17,6 +17,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
+from ..threadname import name_this_thread
 from . import hotpath
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Recorder:
         self._start()
 
     def _run(self) -> None:
+        name_this_thread(threading.current_thread().name)
         while not self._stopped:
             self._wake.wait(self.interval_s)
             self._wake.clear()
