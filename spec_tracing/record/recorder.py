@@ -1,10 +1,11 @@
 """The bounded buffer between the engine's thread and the span materializer.
 
 Shape taken from the SDK's BatchSpanProcessor: producers append to a bounded deque (hotpath.py
-does that inline), a daemon thread drains it on a short interval, a full buffer drops and counts,
-flush and shutdown take timeouts, and a forked child starts with an empty buffer and a new thread.
-The producer never takes a lock or notifies: waking a thread per append would cost more than the
-append itself.
+does that inline), a daemon thread drains it every interval or once DRAIN_AT_EVENTS wait (the
+SDK's max_export_batch_size plays that part there), a full buffer drops and counts, flush and
+shutdown take timeouts, and a forked child starts with an empty buffer and a new thread. The
+producer takes no lock and notifies only at the mark: waking a thread per append would cost
+more than the append itself.
 """
 
 from __future__ import annotations
