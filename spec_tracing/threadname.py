@@ -7,13 +7,15 @@ Never raises: elsewhere, or without prctl, the thread keeps the name it had
 from __future__ import annotations
 
 import sys
+import threading
 
 _PR_SET_NAME = 15
 _libc = None
 
 
-def name_this_thread(name: str) -> None:
-    """Give the calling thread `name` ("spec-tracing-" shortened to "spec-") in the OS."""
+def name_this_thread() -> None:
+    """Give the calling thread its Python name in the OS ("spec-tracing-" shortened to
+    "spec-")."""
     global _libc
     if not sys.platform.startswith("linux"):
         return
@@ -22,6 +24,7 @@ def name_this_thread(name: str) -> None:
             import ctypes
 
             _libc = ctypes.CDLL(None)
+        name = threading.current_thread().name
         short = ("spec-" + name.removeprefix("spec-tracing-")).encode()[:15]
         _libc.prctl(_PR_SET_NAME, short, 0, 0, 0)
     except Exception:  # no libc prctl here: the name is a convenience

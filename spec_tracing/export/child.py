@@ -109,7 +109,7 @@ class Writer:
             self.on_loss()
 
     def _run(self) -> None:
-        name_this_thread(threading.current_thread().name)
+        name_this_thread()
         while True:
             taken = self.buffer.take(self.BATCH_SPANS)
             if not taken:  # closed: stop's time is up, what is still queued is not exported

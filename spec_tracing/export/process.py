@@ -170,15 +170,12 @@ class ExportProcess:
         self._sent_counts: dict | None = None
         self._request_id = 0  # flush and stop carry one; their reply names it (wire.py)
         message = (SETTINGS, settings, version, attrs, metrics)
-        self._enqueue(pickle.dumps(message), 0, control=True)
+        self._buffer.put(pickle.dumps(message), 0, bounded=False)
 
     # --- the sender thread: the only one that may block on the pipe ---------------------------
 
-    def _enqueue(self, payload: bytes, spans: int, control: bool = False) -> bool:
-        return self._buffer.put(payload, spans, bounded=not control)
-
     def _send_loop(self) -> None:
-        name_this_thread("spec-tracing-send")
+        name_this_thread()
         while True:
             taken = self._buffer.take()  # a drain, and the control messages right behind it
             if not taken:  # closed
@@ -217,7 +214,7 @@ class ExportProcess:
         if engine_counts and engine_counts != self._sent_counts:
             # This process's part of the ledger, for the exporter process's metric counters.
             self._sent_counts = dict(engine_counts)
-            self._enqueue(pickle.dumps((ENGINE_COUNTS, self._sent_counts)), 0, control=True)
+            self._buffer.put(pickle.dumps((ENGINE_COUNTS, self._sent_counts)), 0, bounded=False)
         spans = span_count(events)
         room = self._buffer.room()  # only this thread adds spans to it
         if spans > room:  # keep what fits, roots first, rather than nothing
@@ -233,9 +230,9 @@ class ExportProcess:
                     pickle.dumps(event)
                     keep.append(event)
                 except Exception:
-                    self._refused_spans += span_count([event])
+                    self._refused_spans += compact_span_count(event)
             spans, payload = span_count(keep), pickle.dumps(keep, pickle.HIGHEST_PROTOCOL)
-        self._enqueue(payload, spans)
+        self._buffer.put(payload, spans)
         self._read_updates(0.0)
 
     def _read_updates(self, timeout_s: float, until: tuple | None = None) -> tuple | None:
@@ -270,7 +267,7 @@ class ExportProcess:
     def flush(self, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
         ms, request = int(timeout_s * 1000), self._next_id()
-        if not self._enqueue(pickle.dumps((FLUSH, ms, request)), 0, control=True):
+        if not self._buffer.put(pickle.dumps((FLUSH, ms, request)), 0, bounded=False):
             return False
         left = max(0.0, deadline - time.monotonic())
         reply = self._read_updates(left, until=(FLUSHED, request))
@@ -279,7 +276,8 @@ class ExportProcess:
     def shutdown(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         request = self._next_id()
-        if self._enqueue(pickle.dumps((STOP, int(timeout_s * 1000), request)), 0, control=True):
+        stop = pickle.dumps((STOP, int(timeout_s * 1000), request))
+        if self._buffer.put(stop, 0, bounded=False):
             left = max(0.0, deadline - time.monotonic())
             self._read_updates(left, until=(STOPPED, request))
         self._close()

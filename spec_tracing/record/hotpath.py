@@ -54,7 +54,7 @@ def _push_past_drain_at(event: tuple) -> None:
     n = len(_queue)
     if n < _capacity:
         _queue.append(event)
-        if n == _drain_at and _wake is not None:
+        if n == _drain_at:  # enabled (n < _capacity): _wake is the recorder's
             _wake()
     else:
         dropped += 1
@@ -158,12 +158,11 @@ def get_global_tracing_enabled() -> bool:
 
 
 def _activate(
-    queue: deque, capacity: int, level: int, drain_at: int | None = None, wake=None
+    queue: deque, capacity: int, level: int, drain_at: int, wake: Callable[[], None]
 ) -> None:
     global _queue, _capacity, _drain_at, _wake, _requested_level
     _queue, _capacity, _requested_level = queue, capacity, level
-    _drain_at = capacity if drain_at is None else min(drain_at, capacity)
-    _wake = wake
+    _drain_at, _wake = min(drain_at, capacity), wake
     _set_level(level)
 
 

@@ -71,7 +71,7 @@ class Recorder:
         self._start()
 
     def _run(self) -> None:
-        name_this_thread(threading.current_thread().name)
+        name_this_thread()
         while not self._stopped:
             self._wake.wait(self.interval_s)
             self._wake.clear()
